@@ -1,0 +1,163 @@
+"""The backward walk: invert a whole network one layer at a time (Lei et al. 2019)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._validation import check_batch, check_choice, check_positive
+from .errors import InputError
+from .layer import METHODS, LayerOptions, LayerReport, invert_layer
+from .lp import SOLVERS
+from .network import Network
+
+# Worst first: a sample's status is the worst of its layers' statuses.
+_STATUS_ORDER = ("solver_error", "noise_bound_violated", "not_realizable", "not_unique",
+                 "optimal")
+
+
+@dataclass
+class Inversion:
+    """The result of `invert`, modelled on scipy.optimize.OptimizeResult.
+
+    For a single observation (shape (n,)) `z` has shape (k,), `success` is a bool, `status` a
+    str and `layers` a list of LayerReport; for a batch (B, n) they gain a leading batch axis.
+    """
+
+    z: np.ndarray
+    success: np.ndarray | bool
+    status: np.ndarray | str
+    """'optimal' (every layer solved and uniquely invertible), 'not_unique', 'not_realizable'
+    (exact method on data outside the range: z is the l_inf fit), 'noise_bound_violated'
+    (the observation contradicts the stated noise bound: z is the best fit), 'solver_error'."""
+    layers: list = field(repr=False)
+    """Per sample, the LayerReport of each layer in network order (layer 0 takes z)."""
+    residual: np.ndarray | float
+    """||G(z) - x||_inf per sample."""
+    seconds: float
+    method: str
+
+    @property
+    def eps(self) -> np.ndarray:
+        """Achieved l_inf residual per layer: shape (d,) or (B, d)."""
+        return self._per_layer("eps")
+
+    @property
+    def layer_seconds(self) -> np.ndarray:
+        return self._per_layer("seconds")
+
+    def _per_layer(self, name: str) -> np.ndarray:
+        single = isinstance(self.status, str)
+        rows = [self.layers] if single else self.layers
+        table = np.array([[getattr(r, name) for r in reports] for reports in rows])
+        return table[0] if single else table
+
+    def summary(self) -> str:
+        """A short text table: per sample, status, eps per layer and seconds."""
+        single = isinstance(self.status, str)
+        statuses = [self.status] if single else list(self.status)
+        reports = [self.layers] if single else self.layers
+        residuals = np.atleast_1d(self.residual)
+        lines = [f"method={self.method}  samples={len(statuses)}  seconds={self.seconds:.3f}",
+                 f"{'sample':>6}  {'status':<20} {'residual':>10}  eps per layer (0 = first)"
+                 f"  seconds"]
+        for i, (status, layer_reports) in enumerate(zip(statuses, reports, strict=True)):
+            eps = " ".join(f"{r.eps:.2e}" for r in layer_reports)
+            secs = sum(r.seconds for r in layer_reports)
+            lines.append(f"{i:>6}  {status:<20} {residuals[i]:>10.2e}  {eps}  {secs:.4f}")
+        return "\n".join(lines)
+
+
+def invert(net: Network, x: object, method: str = "linf", *, noise: float | None = None,
+           solver: str = "auto", active_tol: float = 1e-6, rtol: float = 1e-9,
+           max_passes: int = 3, progress: bool | None = None) -> Inversion:
+    """Invert G layer by layer: find z with G(z) close to x.
+
+    Parameters
+    ----------
+    net : Network
+    x : array, shape (n,) or (B, n)
+        Observations of the network's output.
+    method : {'exact', 'linf', 'l1'}
+        Eq. (4), (5) or (6) of Lei et al. (2019), applied from the last layer back to z.
+    noise : float, optional
+        A bound on ||x - G(z*)||_inf stated by the user. It sets the active threshold of the
+        last layer and bounds its slack; an observation that contradicts it gets the status
+        'noise_bound_violated'. Hidden layers have no stated bound: their eps is found.
+    solver : {'auto', 'ipm', 'highs'}
+        'auto' is the structured interior point with HiGHS as its fallback (see lp.py).
+    active_tol : float
+        Relative threshold (times max|y|) under which an output counts as at the ReLU kink.
+    rtol : float
+        Relative tolerance under which a least-squares point counts as fitting exactly.
+    max_passes : int
+        Most LP solves per layer for l_inf without a noise bound (re-classification passes).
+    progress : bool, optional
+        A progress bar; None shows one only if the run lasts more than two seconds.
+    """
+    if not isinstance(net, Network):
+        raise InputError(f"net must be a layerinv.Network; got {type(net).__name__}")
+    method = check_choice(method, METHODS, "method")
+    solver = check_choice(solver, SOLVERS, "solver")
+    if noise is not None:
+        noise = check_positive(noise, "noise", allow_zero=True)
+    active_tol = check_positive(active_tol, "active_tol", allow_zero=True)
+    rtol = check_positive(rtol, "rtol", allow_zero=True)
+    if not isinstance(max_passes, int) or max_passes < 1:
+        raise InputError(f"max_passes must be an int >= 1; got {max_passes!r}")
+    batch, single = check_batch(x, net.output_dim, "x")
+    options = LayerOptions(method=method, solver=solver, active_tol=active_tol, rtol=rtol,
+                           max_passes=max_passes)
+
+    started = time.perf_counter()
+    bounds = _input_bounds(net)
+    z = np.empty((len(batch), net.input_dim))
+    all_reports: list[list[LayerReport]] = []
+    bar = tqdm(batch, desc=f"invert ({method})", unit="sample", leave=False,
+               disable=progress is False, delay=0.0 if progress else 2.0)
+    for b, x_b in enumerate(bar):
+        z[b], reports = _invert_one(net, x_b, options, noise, bounds)
+        all_reports.append(reports)
+    seconds = time.perf_counter() - started
+
+    statuses = np.array([_worst(reports) for reports in all_reports], dtype=object)
+    residual = np.max(np.abs(net.forward(z) - batch), axis=1)
+    success = statuses == "optimal"
+    if single:
+        return Inversion(z[0], bool(success[0]), str(statuses[0]), all_reports[0],
+                         float(residual[0]), seconds, method)
+    return Inversion(z, success, statuses, all_reports, residual, seconds, method)
+
+
+def _input_bounds(net: Network) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Bounds on each layer's input: z is free; a hidden input lies in the previous act's range."""
+    bounds = [(np.full(net.input_dim, -np.inf), np.full(net.input_dim, np.inf))]
+    for previous in net.layers[:-1]:
+        act = previous.activation
+        bounds.append((np.full(previous.n_out, act.output_low),
+                       np.full(previous.n_out, act.output_high)))
+    return bounds
+
+
+def _invert_one(net: Network, x: np.ndarray, options: LayerOptions, noise: float | None,
+                bounds: list[tuple[np.ndarray, np.ndarray]]
+                ) -> tuple[np.ndarray, list[LayerReport]]:
+    reports: list[LayerReport] = []
+    y = x
+    error_level = 0.0
+    for index in range(len(net.layers) - 1, -1, -1):
+        h_low, h_high = bounds[index]
+        layer_noise = noise if index == len(net.layers) - 1 else None
+        y, report = invert_layer(net.layers[index], y, h_low, h_high, options, index,
+                                 layer_noise, error_level)
+        # The error bound of the estimate handed down sets the next layer's ambiguity threshold.
+        error_level = report.error_bound if np.isfinite(report.error_bound) else report.eps
+        reports.append(report)
+    return y, reports[::-1]
+
+
+def _worst(reports: list[LayerReport]) -> str:
+    return min((r.status for r in reports), key=_STATUS_ORDER.index)

@@ -1,0 +1,216 @@
+"""One layer's inversion: given an estimate y of act(W h + b), find h.
+
+Methods (Lei et al. 2019):
+- exact (eq. 4): least squares on the rows that pin the pre-activation (ReLU: y > threshold;
+  every row for the invertible activations), then a check of the one-sided rows and of the
+  bounds on h. An LP (l_inf) only where that is rank-deficient or inconsistent.
+- linf (eq. 5): one slack t for all rows, minimised by the LP.
+- l1 (eq. 6): one slack per row, their sum minimised.
+
+The active threshold. Rows whose observation is within the threshold of a kink are ambiguous.
+It starts at max(noise, active_tol * max|y|), raised for ReLU to the largest negative excursion
+of y: a ReLU never outputs below 0, so -min(y) is a lower estimate of the noise amplitude read
+off the observation itself (never off the ground truth). For l_inf without a stated noise bound,
+the slack t the LP finds is the measured noise level: if some pinned row has |y| <= t, the rows
+are re-classified at threshold t and the LP solved again (at most `max_passes` solves), and the
+solution with the smallest achieved residual is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import lp
+from .activations import Band
+from .network import Layer
+
+METHODS = ("exact", "linf", "l1")
+LAYER_STATUSES = ("optimal", "not_unique", "not_realizable", "noise_bound_violated",
+                  "solver_error")
+
+
+@dataclass
+class LayerReport:
+    """What happened in one layer's inversion."""
+
+    layer: int
+    """Index of the layer in the network (0 = the one that takes z)."""
+    method: str
+    status: str
+    """One of LAYER_STATUSES."""
+    eps: float
+    """Achieved l_inf residual ||act(W h + b) - y||_inf in this layer's output space."""
+    objective: float
+    """The LP's optimal value (t for linf, sum of t_j for l1, 0 for least squares)."""
+    n_active: int
+    """Rows that pin the pre-activation (two-sided bands) in the final classification."""
+    n_inputs: int
+    unique: bool
+    """The pinned rows have full column rank: the layer's pre-image is locally unique."""
+    error_bound: float
+    """Bound on ||h - h*||_inf handed down: ||W_A^+||_inf * 2 eps (0 for an exact fit, inf
+    when not unique), valid when the pinned rows are truly active and h* fits within eps."""
+    solver: str
+    """'lstsq', 'ipm' or 'highs'."""
+    iterations: int
+    seconds: float
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class LayerOptions:
+    method: str = "linf"
+    solver: str = "auto"
+    active_tol: float = 1e-6
+    rtol: float = 1e-9
+    max_passes: int = 3
+
+
+def invert_layer(layer: Layer, y: np.ndarray, h_low: np.ndarray, h_high: np.ndarray,
+                 options: LayerOptions, index: int = 0, noise: float | None = None,
+                 error_level: float = 0.0) -> tuple[np.ndarray, LayerReport]:
+    """Invert one layer for one observation y (n_out,); h is bounded to [h_low, h_high].
+
+    `noise` is a bound stated by the user (output layer only). `error_level` bounds the error
+    of y when y is itself an estimate handed down from the layer above: entries of y below it
+    are treated as ambiguous (an LP's answer is an interior point of its optimal face, whose
+    inactive units come back as small positives, not zeros).
+    """
+    started = time.perf_counter()
+    scale = max(float(np.abs(y).max()), 1e-300)
+    own = _initial_threshold(layer, y, noise, options.active_tol * scale)
+    context = _Context(layer, y, h_low, h_high, options, index, noise, own)
+    threshold = max(own, error_level)
+    band = layer.activation.band(y, threshold)
+    h, full_rank = _least_squares(layer, band)
+    tol = options.rtol * scale + (noise or 0.0)
+    if h is not None and _violation(layer, band, y, h, h_low, h_high, noise or 0.0) <= tol:
+        # The least-squares point fits every row to within round-off: it is an optimal point
+        # of eq. (4), (5) and (6) alike, since each of their optimal values is >= 0.
+        report = context.report(h, "optimal", "lstsq", 0, 0.0, full_rank=full_rank)
+    elif options.method == "exact":
+        # Not realizable (or not unique): eq. (4) has no answer; the l_inf LP gives the closest.
+        h, report = _solve_lp(context, threshold, "linf")
+        if report.status == "optimal":
+            report.status = "not_realizable"
+        report.method = "exact"
+    else:
+        h, report = _solve_lp(context, threshold, options.method)
+    report.seconds = time.perf_counter() - started
+    return h, report
+
+
+@dataclass(frozen=True)
+class _Context:
+    """One layer solve's fixed inputs, and how its report is made."""
+
+    layer: Layer
+    y: np.ndarray
+    h_low: np.ndarray
+    h_high: np.ndarray
+    options: LayerOptions
+    index: int
+    noise: float | None
+    own_threshold: float
+    """The ambiguity threshold from y alone (no error level from above)."""
+
+    def report(self, h: np.ndarray, status: str, solver: str, iterations: int,
+               objective: float, message: str = "", full_rank: bool | None = None
+               ) -> LayerReport:
+        layer = self.layer
+        eps = _residual(layer, h, y=self.y)
+        # Rows unambiguous at the fit found pin the pre-image (DESIGN: y_j > eps is a band).
+        band = layer.activation.band(self.y, max(self.own_threshold, eps))
+        n_active = int(band.two_sided.sum())
+        if solver == "lstsq":
+            unique, bound = bool(full_rank) and n_active >= layer.n_in, 0.0
+        else:
+            amplification = lp.pinv_norm_inf(_pinned_rows(layer, band))
+            unique = bool(np.isfinite(amplification))
+            bound = 2 * eps * amplification
+        if status == "optimal" and not unique:
+            status = "not_unique"
+            message = message or (f"{n_active} pinned rows for {layer.n_in} unknowns, or "
+                                  f"rank-deficient: this layer's pre-image is not unique")
+        return LayerReport(layer=self.index, method=self.options.method, status=status,
+                           eps=eps, objective=float(objective), n_active=n_active,
+                           n_inputs=layer.n_in, unique=unique,
+                           error_bound=bound if unique else float("inf"), solver=solver,
+                           iterations=iterations, seconds=0.0, message=message)
+
+
+def _initial_threshold(layer: Layer, y: np.ndarray, noise: float | None, floor: float) -> float:
+    threshold = max(floor, noise or 0.0)
+    if layer.activation.output_low == 0.0 and layer.activation.name == "relu":
+        threshold = max(threshold, -float(y.min()))
+    return threshold
+
+
+def _pinned_rows(layer: Layer, band: Band) -> np.ndarray:
+    """The rows of W that pin the pre-activation, scaled to output units.
+
+    For LeakyReLU's negative side and for sigmoid/tanh a unit of output error is
+    `lower_slope` units of pre-activation error, so the rows are divided by it.
+    """
+    rows = band.two_sided
+    return layer.weight[rows] / band.lower_slope[rows, None]
+
+
+def _least_squares(layer: Layer, band: Band) -> tuple[np.ndarray | None, bool]:
+    rows = band.two_sided
+    bias = 0.0 if layer.bias is None else layer.bias[rows]
+    return lp.least_squares(layer.weight[rows], band.center[rows] - bias)
+
+
+def _violation(layer: Layer, band: Band, y: np.ndarray, h: np.ndarray, h_low: np.ndarray,
+               h_high: np.ndarray, t: float) -> float:
+    """The largest amount by which h breaks a band row at slack t, a bound, or a slack floor."""
+    u = layer.preactivation(h[None, :])[0]
+    lo, hi = band.at(t)
+    worst = max(np.max(lo - u, initial=0.0), np.max(u - hi, initial=0.0),
+                np.max(h_low - h, initial=0.0), np.max(h - h_high, initial=0.0),
+                float(band.t_floor.max(initial=0.0)) - t)
+    # Sigmoid and tanh bands live in pre-activation space: compare in output space too.
+    return max(worst, 0.0) if layer.activation.name in ("relu", "leaky_relu", "identity") \
+        else _residual(layer, h, y)
+
+
+def _residual(layer: Layer, h: np.ndarray, y: np.ndarray) -> float:
+    return float(np.max(np.abs(layer(h[None, :])[0] - y)))
+
+
+def _solve_lp(context: _Context, threshold: float, norm: str) -> tuple[np.ndarray, LayerReport]:
+    layer, y, noise, options = context.layer, context.y, context.noise, context.options
+    passes = 1 if (noise is not None or norm == "l1") else options.max_passes
+    base_threshold = threshold
+    best: LayerReport | None = None
+    best_h = np.zeros(layer.n_in)
+    iterations = 0
+    for _ in range(passes):
+        band = layer.activation.band(y, threshold)
+        result = lp.solve(lp.LayerLP(layer.weight, layer.bias, band, context.h_low,
+                                     context.h_high, norm, t_max=noise), options.solver)
+        if result.status == "infeasible" and noise is not None:
+            # The stated noise bound is contradicted: report it, and still return the best fit.
+            relaxed = lp.solve(lp.LayerLP(layer.weight, layer.bias, band, context.h_low,
+                                          context.h_high, norm), options.solver)
+            relaxed.status, relaxed.message = "noise_bound_violated", result.message
+            result = relaxed
+        iterations += result.iterations
+        status = result.status if result.status in LAYER_STATUSES else "solver_error"
+        report = context.report(result.h, status, result.solver, result.iterations,
+                                result.objective, result.message)
+        if best is None or (report.status == "optimal" and report.eps < best.eps):
+            best, best_h = report, result.h
+        # The slack found is the measured noise level: re-classify the rows at it.
+        new_threshold = max(base_threshold, float(result.t.max()))
+        changed = layer.activation.band(y, new_threshold).two_sided != band.two_sided
+        if not changed.any() or result.status != "optimal":
+            break
+        threshold = new_threshold
+    assert best is not None
+    best.iterations = iterations
+    return best_h, best

@@ -1,0 +1,217 @@
+"""Fully connected generative networks: layers, forward pass, random nets, save and load."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._validation import as_float_array, check_batch, check_finite, make_rng
+from .activations import Activation, get_activation
+from .errors import InputError, NetworkFileError
+
+if TYPE_CHECKING:
+    import torch
+
+FILE_FORMAT = "layerinv-network"
+FILE_VERSION = 1
+
+
+@dataclass(frozen=True, eq=False)
+class Layer:
+    """One dense layer x_out = act(weight @ x_in + bias); weight has shape (n_out, n_in)."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None
+    activation: Activation
+
+    def __post_init__(self) -> None:
+        weight = as_float_array(self.weight, "weight")
+        if weight.ndim != 2 or 0 in weight.shape:
+            raise InputError(f"weight must be a non-empty 2-D array (n_out, n_in); "
+                             f"got shape {weight.shape}")
+        check_finite(weight, "weight")
+        object.__setattr__(self, "weight", np.ascontiguousarray(weight))
+        if self.bias is not None:
+            bias = as_float_array(self.bias, "bias")
+            if bias.shape != (weight.shape[0],):
+                raise InputError(f"bias must have shape ({weight.shape[0]},) to match weight "
+                                 f"{weight.shape}; got shape {bias.shape}")
+            check_finite(bias, "bias")
+            object.__setattr__(self, "bias", bias)
+        object.__setattr__(self, "activation", get_activation(self.activation))
+
+    @property
+    def n_in(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def n_out(self) -> int:
+        return int(self.weight.shape[0])
+
+    def preactivation(self, x: np.ndarray) -> np.ndarray:
+        """W x + b for a batch x of shape (B, n_in)."""
+        u = x @ self.weight.T
+        return u if self.bias is None else u + self.bias
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.activation.forward(self.preactivation(x))
+
+
+class Network:
+    """An ordered list of dense layers: G(z) = x_d with x_0 = z, x_i = act_i(W_i x_{i-1} + b_i)."""
+
+    def __init__(self, layers: Sequence[Layer]):
+        layers = list(layers)
+        if not layers:
+            raise InputError("layers must hold at least one Layer; got an empty list")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise InputError(f"layers[{i}] must be a layerinv.Layer; got "
+                                 f"{type(layer).__name__}")
+        for i in range(1, len(layers)):
+            if layers[i].n_in != layers[i - 1].n_out:
+                raise InputError(
+                    f"layers[{i}] takes {layers[i].n_in} inputs but layers[{i - 1}] gives "
+                    f"{layers[i - 1].n_out} outputs"
+                )
+        self.layers: list[Layer] = layers
+
+    @property
+    def input_dim(self) -> int:
+        return self.layers[0].n_in
+
+    @property
+    def output_dim(self) -> int:
+        return self.layers[-1].n_out
+
+    @property
+    def widths(self) -> list[int]:
+        """[k, n_1, ..., n_d]."""
+        return [self.input_dim] + [layer.n_out for layer in self.layers]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __repr__(self) -> str:
+        acts = ", ".join(repr(layer.activation) for layer in self.layers)
+        return f"Network(widths={self.widths}, activations=[{acts}])"
+
+    def forward(self, z: object, *, return_hidden: bool = False) -> Any:
+        """G(z) for z of shape (k,) or (B, k); with return_hidden, also [x_0, ..., x_d]."""
+        batch, single = check_batch(z, self.input_dim, "z")
+        hidden = [batch]
+        for layer in self.layers:
+            hidden.append(layer(hidden[-1]))
+        if single:
+            hidden = [h[0] for h in hidden]
+        return (hidden[-1], hidden) if return_hidden else hidden[-1]
+
+    __call__ = forward
+
+    # ----------------------------------------------------------------- files
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the network to an .npz file (no pickles)."""
+        arrays: dict[str, np.ndarray] = {
+            "format": np.array(FILE_FORMAT),
+            "version": np.array(FILE_VERSION),
+            "n_layers": np.array(len(self.layers)),
+        }
+        for i, layer in enumerate(self.layers):
+            arrays[f"weight_{i}"] = layer.weight
+            if layer.bias is not None:
+                arrays[f"bias_{i}"] = layer.bias
+            arrays[f"activation_{i}"] = np.array(layer.activation.name)
+            arrays[f"slope_{i}"] = np.array(layer.activation.slope)
+        with open(path, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Network:
+        """Read a network written by `save`; anything else is a NetworkFileError."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls._from_arrays({key: data[key] for key in data.files}, str(path))
+        except FileNotFoundError:
+            raise NetworkFileError(f"network file {str(path)!r} does not exist") from None
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+            if isinstance(exc, NetworkFileError):
+                raise
+            raise NetworkFileError(
+                f"network file {str(path)!r} is not a readable layerinv .npz network "
+                f"(corrupt, truncated or another format): {type(exc).__name__}: {exc}"
+            ) from None
+
+    @classmethod
+    def _from_arrays(cls, arrays: dict[str, np.ndarray], source: str) -> Network:
+        if arrays.get("format") is None or str(arrays["format"]) != FILE_FORMAT:
+            raise NetworkFileError(f"{source!r} is not a layerinv network: its 'format' entry is "
+                                   f"missing or not {FILE_FORMAT!r}")
+        if int(arrays["version"]) > FILE_VERSION:
+            raise NetworkFileError(f"{source!r} was written by a newer layerinv (file version "
+                                   f"{int(arrays['version'])}; this one reads {FILE_VERSION})")
+        layers = []
+        for i in range(int(arrays["n_layers"])):
+            try:
+                activation = get_activation(str(arrays[f"activation_{i}"]),
+                                            float(arrays[f"slope_{i}"]))
+                layers.append(Layer(arrays[f"weight_{i}"], arrays.get(f"bias_{i}"), activation))
+            except InputError as exc:
+                raise NetworkFileError(f"{source!r}: layer {i} is invalid: {exc}") from None
+            except KeyError as exc:
+                raise NetworkFileError(f"{source!r}: layer {i} lacks the entry {exc}") from None
+        try:
+            return cls(layers)
+        except InputError as exc:
+            raise NetworkFileError(f"{source!r}: {exc}") from None
+
+    # ----------------------------------------------------------------- PyTorch
+    @classmethod
+    def from_torch(cls, module: torch.nn.Module) -> Network:
+        """From an nn.Sequential of Linear and activation modules (see `torch_io`)."""
+        from .torch_io import network_from_module
+
+        return network_from_module(module)
+
+    @classmethod
+    def from_state_dict(cls, state: str | os.PathLike[str] | dict[str, Any], *,
+                        layers: Sequence[str], activations: Sequence[str | Activation]) -> Network:
+        """From a checkpoint whose decoder weights are named entries such as 'fc3.weight'."""
+        from .torch_io import network_from_state_dict
+
+        return network_from_state_dict(state, layers=layers, activations=activations)
+
+    def to_torch(self) -> torch.nn.Sequential:
+        """An equivalent nn.Sequential (float32, CPU)."""
+        from .torch_io import network_to_module
+
+        return network_to_module(self)
+
+
+def random_network(widths: Sequence[int], activation: str | Activation = "relu", *,
+                   output_activation: str | Activation | None = None, bias: bool = False,
+                   seed: int | np.random.Generator | None = None) -> Network:
+    """A random expansive network with i.i.d. N(0, 1/n_out) weights, as in the paper.
+
+    widths = [k, n_1, ..., n_d]. With bias=True the biases are drawn N(0, 1/n_out) too.
+    `output_activation` (default: `activation`) sets the last layer's activation.
+    """
+    widths = [int(w) for w in widths]
+    if len(widths) < 2 or min(widths) < 1:
+        raise InputError(f"widths must list at least two positive sizes [k, n_1, ...]; "
+                         f"got {widths}")
+    rng = make_rng(seed)
+    hidden_act = get_activation(activation)
+    last_act = hidden_act if output_activation is None else get_activation(output_activation)
+    layers = []
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
+        scale = 1.0 / np.sqrt(n_out)
+        weight = rng.normal(0.0, scale, size=(n_out, n_in))
+        b = rng.normal(0.0, scale, size=n_out) if bias else None
+        layers.append(Layer(weight, b, last_act if i == len(widths) - 2 else hidden_act))
+    return Network(layers)
