@@ -39,6 +39,8 @@ class Inversion:
     """||G(z) - x||_inf per sample."""
     seconds: float
     method: str
+    history: list | None = field(default=None, repr=False)
+    """Gradient methods: per sample, the loss at each step (an array); None for the LPs."""
 
     @property
     def eps(self) -> np.ndarray:
