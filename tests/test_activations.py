@@ -1,0 +1,78 @@
+"""The preimage band of each activation contains every pre-activation that explains y."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from layerinv import InputError, LeakyReLU, get_activation
+
+ACTIVATIONS = ["relu", "identity", "sigmoid", "tanh", LeakyReLU(0.1), LeakyReLU(3.0)]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
+@given(seed=st.integers(0, 2**31 - 1), noise=st.floats(0.0, 0.1))
+@settings(max_examples=40, deadline=None)
+def test_band_contains_true_preactivation(activation, seed, noise):
+    act = get_activation(activation)
+    rng = np.random.default_rng(seed)
+    u = rng.normal(0, 2, size=50)
+    y = act.forward(u) + rng.uniform(-noise, noise, size=50)
+    band = act.band(y, threshold=noise)
+    lo, hi = band.at(noise * (1 + 1e-9) + 1e-12)
+    if act.name in ("sigmoid", "tanh"):
+        # First-order band: exact only as t -> 0, so check the noise-free case.
+        lo, hi = act.band(act.forward(u), 0.0).at(1e-9)
+        u_ok = (u >= lo - 1e-6) & (u <= hi + 1e-6)
+        assert u_ok[np.abs(act.forward(u)) < 0.99].all()
+        return
+    assert np.all(u >= lo - 1e-9) and np.all(u <= hi + 1e-9)
+    assert np.all(band.t_floor <= noise + 1e-12)
+
+
+@pytest.mark.parametrize("activation", ["relu", "identity", LeakyReLU(0.1), LeakyReLU(3.0)],
+                         ids=str)
+def test_every_point_of_the_band_explains_y(activation):
+    """Piecewise-linear bands are inner approximations: u in the band at t has |act(u)-y| <= t."""
+    act = get_activation(activation)
+    rng = np.random.default_rng(3)
+    y = act.forward(rng.normal(size=400)) + rng.uniform(-0.01, 0.01, size=400)
+    t = 0.05
+    lo, hi = act.band(y, threshold=t).at(t)
+    lo = np.where(np.isfinite(lo), lo, hi - 10)
+    u = lo + rng.uniform(0, 1, size=400) * (hi - lo)
+    assert np.all(np.abs(act.forward(u) - y) <= t + 1e-9)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+@pytest.mark.parametrize("t", [1e-2, 1e-3, 1e-4])
+def test_squashing_bands_are_first_order(activation, t):
+    """Sigmoid/tanh bands are linear in t around act^-1(y): away from saturation (|u| <= 2)
+    the excess fit error is O(t^2); near saturation the constant grows as 1 / (1 - |y|)."""
+    act = get_activation(activation)
+    rng = np.random.default_rng(4)
+    y = act.forward(rng.uniform(-2, 2, size=400))
+    lo, hi = act.band(y, threshold=0.0).at(t)
+    u = lo + rng.uniform(0, 1, size=400) * (hi - lo)
+    excess = np.max(np.abs(act.forward(u) - y)) - t
+    assert excess <= 50 * t**2
+
+
+def test_relu_negative_observation_sets_slack_floor():
+    band = get_activation("relu").band(np.array([1.0, -0.3, 0.0]), threshold=0.0)
+    np.testing.assert_allclose(band.t_floor, [0.0, 0.3, 0.0])
+    assert band.two_sided.tolist() == [True, False, False]
+
+
+@pytest.mark.parametrize("bad", ["softplus", 3, None])
+def test_unknown_activation_is_named(bad):
+    with pytest.raises(InputError, match="activation must be one of"):
+        get_activation(bad)
+
+
+@pytest.mark.parametrize("slope", [0.0, -0.5, float("nan")])
+def test_leaky_relu_slope_must_be_positive(slope):
+    with pytest.raises(InputError, match="slope must be a finite number > 0"):
+        LeakyReLU(slope)

@@ -1,0 +1,180 @@
+"""The layer-wise inverter: realizable recovery, noise, identifiability, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import realizable_instance, relative_error
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import layerinv
+from layerinv import InputError, LeakyReLU, invert, random_network
+
+INSTANCES = 100
+
+
+def recovered_share(widths, method, **net_options):
+    hits = 0
+    for seed in range(INSTANCES):
+        net, z, x = realizable_instance(widths, seed, **net_options)
+        result = invert(net, x, method, progress=False)
+        hits += bool(result.success and relative_error(result.z, z) < 1e-6)
+    return hits / INSTANCES
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["exact", "linf"])
+@pytest.mark.parametrize(
+    ("widths", "net_options"),
+    [
+        ([20, 250, 600], {}),
+        ([100, 250, 600], {}),
+        ([200, 250, 600], {"activation": LeakyReLU(0.1)}),
+        ([20, 250, 600], {"bias": True}),
+        ([100, 250, 600], {"bias": True, "output_activation": "sigmoid"}),
+    ],
+    ids=["relu-k20", "relu-k100", "leaky-k200", "relu-bias", "bias-sigmoid-out"],
+)
+def test_realizable_recovery(method, widths, net_options):
+    assert recovered_share(widths, method, **net_options) >= 0.99
+
+
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 12),
+       activation=st.sampled_from(["relu", "leaky_relu", "tanh", "identity"]),
+       bias=st.booleans(), method=st.sampled_from(["exact", "linf", "l1"]))
+@settings(max_examples=40, deadline=None)
+def test_expansive_random_nets_are_inverted(seed, k, activation, bias, method):
+    """Property: on nets expanding 4x per layer, z* is recovered whenever status is optimal,
+    and a ReLU net with enough active rows is always optimal."""
+    widths = [k, 4 * k + 8, 16 * k + 40]
+    net = random_network(widths, activation, bias=bias, seed=seed)
+    z = np.random.default_rng(seed).normal(size=k)
+    x = net(z)
+    result = invert(net, x, method, progress=False)
+    if result.success:
+        assert relative_error(result.z, z) < 1e-6
+    _, hidden = net.forward(z, return_hidden=True)
+    if activation != "relu" or min((h > 0).sum() for h in hidden[1:]) >= 2 * k + 4:
+        assert result.success, result.status
+
+
+# Measured median relative error over 30 instances (20 x 100 x 500, uniform noise): linf
+# 1.0 to 1.3 eps, l1 1.5 to 2.1 eps; the worst instance 3.4 eps. C = 5 leaves room.
+NOISE_CONSTANT = 5.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["linf", "l1"])
+@pytest.mark.parametrize("eps", [1e-4, 1e-3, 1e-2])
+def test_noise_error_is_linear_in_eps(method, eps):
+    errors = []
+    for seed in range(30):
+        net, z, x = realizable_instance([20, 100, 500], seed)
+        rng = np.random.default_rng(seed)
+        noisy = x + rng.uniform(-eps, eps, size=x.shape) * np.abs(x).max()
+        result = invert(net, noisy, method, progress=False)
+        errors.append(relative_error(result.z, z))
+    assert np.median(errors) < NOISE_CONSTANT * eps
+
+
+def test_identifiability_limit_is_reported_not_hidden():
+    """k = 130 on 130 x 250 x 600: about 27 % of instances have >= 130 active first-layer
+    units. A rank-deficient layer must never come back as a success."""
+    statuses = []
+    for seed in range(30):
+        net, z, x = realizable_instance([130, 250, 600], seed)
+        _, hidden = net.forward(z, return_hidden=True)
+        result = invert(net, x, "linf", progress=False)
+        statuses.append(result.status)
+        first = result.layers[0]
+        if (hidden[1] > 0).sum() < 130:
+            assert not result.success
+            assert result.status == "not_unique"
+            assert not first.unique and first.n_active < 130
+        if result.success:
+            assert relative_error(result.z, z) < 1e-6
+    assert "not_unique" in statuses and "optimal" in statuses
+
+
+def test_gaussian_noise_gives_a_larger_eps_not_an_error():
+    net, z, x = realizable_instance([20, 250, 600], seed=5)
+    noisy = x + np.random.default_rng(0).normal(0, 1e-3, size=x.shape)
+    assert noisy.min() < 0
+    result = invert(net, noisy, "linf", progress=False)
+    assert result.status == "optimal"
+    assert result.eps[-1] >= -noisy.min() - 1e-12
+    assert relative_error(result.z, z) < 0.1
+
+
+def test_contradicted_noise_bound_is_a_status():
+    net, z, x = realizable_instance([20, 250, 600], seed=6)
+    noisy = x + np.random.default_rng(0).uniform(-1e-2, 1e-2, size=x.shape)
+    for method in ("linf", "l1"):
+        result = invert(net, noisy, method, noise=1e-5, progress=False)
+        assert result.status == "noise_bound_violated" and not result.success
+        assert relative_error(result.z, z) < 0.2  # still the best fit
+    honoured = invert(net, noisy, "linf", noise=1e-2, progress=False)
+    assert honoured.status == "optimal"
+    assert honoured.eps[-1] <= 1e-2 * (1 + 1e-6)
+
+
+def test_exact_method_on_data_outside_the_range():
+    net, _, x = realizable_instance([20, 250, 600], seed=7)
+    noisy = x + np.random.default_rng(1).uniform(-1e-3, 1e-3, size=x.shape)
+    result = invert(net, noisy, "exact", progress=False)
+    assert result.status == "not_realizable"
+    assert result.layers[-1].solver in ("ipm", "highs")
+
+
+def test_batch_shapes_and_per_layer_report():
+    net = random_network([10, 60, 200], seed=2)
+    z = np.random.default_rng(3).normal(size=(4, 10))
+    result = invert(net, net(z), "linf", progress=False)
+    assert result.z.shape == (4, 10)
+    assert result.success.shape == (4,) and result.success.all()
+    assert result.eps.shape == (4, 2)
+    assert len(result.layers) == 4 and [r.layer for r in result.layers[0]] == [0, 1]
+    np.testing.assert_allclose(result.z, z, rtol=1e-8)
+    single = invert(net, net(z[1]), "linf", progress=False)
+    assert single.z.shape == (10,) and single.success is True and single.status == "optimal"
+    assert "optimal" in single.summary()
+
+
+@pytest.mark.parametrize("solver", ["ipm", "highs"])
+def test_both_solvers_recover_noisy_latents(solver):
+    net, z, x = realizable_instance([10, 60, 200], seed=8)
+    noisy = x + np.random.default_rng(2).uniform(-1e-4, 1e-4, size=x.shape) * np.abs(x).max()
+    result = invert(net, noisy, "linf", solver=solver, progress=False)
+    assert result.success
+    assert {r.solver for r in result.layers} <= {solver, "lstsq"}
+    assert relative_error(result.z, z) < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("x", "kwargs", "message"),
+    [
+        (np.full(600, np.nan), {}, "x must be finite; found NaN at index"),
+        (np.r_[np.ones(599), np.inf], {}, r"x must be finite; found Inf at index \(0, 599\)"),
+        (np.ones(599), {}, r"x must have 600 entries per sample"),
+        (np.ones((2, 2, 600)), {}, r"x must have shape \(600,\) or \(batch, 600\)"),
+        (np.ones((0, 600)), {}, "x must hold at least one sample"),
+        (np.ones(600), {"method": "l2"}, "method must be one of 'exact', 'linf', 'l1'"),
+        (np.ones(600), {"noise": -1.0}, "noise must be a finite number >= 0"),
+        (np.ones(600), {"solver": "cplex"}, "solver must be one of"),
+    ],
+)
+def test_bad_input_is_named(x, kwargs, message):
+    net = random_network([20, 250, 600], seed=0)
+    with pytest.raises(InputError, match=message):
+        invert(net, x, **kwargs)
+
+
+def test_net_must_be_a_network():
+    with pytest.raises(InputError, match=r"net must be a layerinv\.Network"):
+        invert("net.npz", np.ones(3))
+
+
+def test_public_api_is_exported():
+    for name in ("Network", "Layer", "random_network", "invert", "Inversion", "LayerReport"):
+        assert hasattr(layerinv, name)

@@ -1,0 +1,120 @@
+"""Networks: forward pass, random nets, validation, and .npz files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import layerinv
+from layerinv import InputError, Layer, Network, NetworkFileError, random_network
+
+
+def test_forward_single_and_batch_agree():
+    net = random_network([5, 20, 60], seed=0, bias=True)
+    z = np.random.default_rng(0).normal(size=(4, 5))
+    batch = net(z)
+    assert batch.shape == (4, 60)
+    np.testing.assert_allclose(net(z[2]), batch[2])
+    _, hidden = net.forward(z, return_hidden=True)
+    assert [h.shape[1] for h in hidden] == [5, 20, 60]
+    assert np.all(hidden[1] >= 0)
+
+
+def test_random_network_follows_the_paper_scale():
+    net = random_network([50, 400, 1000], seed=1)
+    for layer in net.layers:
+        assert abs(layer.weight.std() * np.sqrt(layer.n_out) - 1) < 0.02
+        assert layer.bias is None
+    assert random_network([3, 9], seed=4).layers[0].weight.tolist() == \
+        random_network([3, 9], seed=4).layers[0].weight.tolist()
+
+
+def test_output_activation():
+    net = random_network([4, 8, 16], "relu", output_activation="sigmoid", seed=0)
+    assert [layer.activation.name for layer in net.layers] == ["relu", "sigmoid"]
+
+
+def test_layers_must_chain():
+    a = Layer(np.ones((6, 3)), None, "relu")
+    b = Layer(np.ones((10, 5)), None, "relu")
+    with pytest.raises(InputError, match=r"layers\[1\] takes 5 inputs but layers\[0\] gives 6"):
+        Network([a, b])
+
+
+@pytest.mark.parametrize(
+    ("weight", "bias", "message"),
+    [
+        (np.ones(3), None, "weight must be a non-empty 2-D array"),
+        (np.full((3, 2), np.nan), None, "weight must be finite; found NaN"),
+        (np.ones((3, 2)), np.ones(2), r"bias must have shape \(3,\)"),
+    ],
+)
+def test_layer_validation(weight, bias, message):
+    with pytest.raises(InputError, match=message):
+        Layer(weight, bias, "relu")
+
+
+@pytest.mark.parametrize(
+    ("z", "message"),
+    [
+        (np.ones(4), r"z must have 5 entries per sample"),
+        (np.ones((2, 3, 5)), r"z must have shape \(5,\) or \(batch, 5\)"),
+        (np.array([1, 2, np.inf, 4, 5.0]), "z must be finite; found Inf at index"),
+        ("abc", "z must be a numeric array"),
+    ],
+)
+def test_forward_rejects_bad_latents(z, message):
+    with pytest.raises(InputError, match=message):
+        random_network([5, 10], seed=0)(z)
+
+
+def test_save_load_round_trip(tmp_path):
+    net = random_network([4, 12, 30], layerinv.LeakyReLU(0.2), output_activation="tanh",
+                         bias=True, seed=3)
+    path = tmp_path / "net.npz"
+    net.save(path)
+    loaded = Network.load(path)
+    assert loaded.widths == net.widths
+    assert [repr(layer.activation) for layer in loaded.layers] == ["leaky_relu(0.2)", "tanh"]
+    z = np.random.default_rng(0).normal(size=(3, 4))
+    np.testing.assert_array_equal(loaded(z), net(z))
+
+
+def test_load_rejects_a_file_that_is_not_a_network(tmp_path):
+    path = tmp_path / "other.npz"
+    np.savez(path, a=np.ones(3))
+    with pytest.raises(NetworkFileError, match="is not a layerinv network"):
+        Network.load(path)
+
+
+def test_load_rejects_truncated_and_garbage_files(tmp_path):
+    good = tmp_path / "net.npz"
+    random_network([4, 12, 30], seed=3).save(good)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(NetworkFileError, match=r"truncated\.npz"):
+        Network.load(truncated)
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"\x00\x01 not a zip at all" * 10)
+    with pytest.raises(NetworkFileError, match=r"not a readable layerinv \.npz network"):
+        Network.load(garbage)
+    with pytest.raises(NetworkFileError, match="does not exist"):
+        Network.load(tmp_path / "missing.npz")
+
+
+def test_load_refuses_pickled_object_arrays(tmp_path):
+    path = tmp_path / "pickled.npz"
+    np.savez(path, format=np.array("layerinv-network"), version=np.array(1),
+             n_layers=np.array(1), weight_0=np.array([object()], dtype=object))
+    with pytest.raises(NetworkFileError):
+        Network.load(path)
+
+
+def test_load_rejects_inconsistent_layers(tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, format=np.array("layerinv-network"), version=np.array(1),
+             n_layers=np.array(2), weight_0=np.ones((6, 3)), activation_0=np.array("relu"),
+             slope_0=np.array(0.0), weight_1=np.ones((4, 5)), activation_1=np.array("relu"),
+             slope_1=np.array(0.0))
+    with pytest.raises(NetworkFileError, match="takes 5 inputs"):
+        Network.load(path)
