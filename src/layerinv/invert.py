@@ -45,6 +45,23 @@ class Inversion:
     """Gradient methods: per sample, the loss at each step (an array); None for the LPs."""
 
     @property
+    def certified(self) -> np.ndarray | bool:
+        """True where every layer is uniquely invertible with a computed sigma_min > 0."""
+        def one(reports: list[LayerReport]) -> bool:
+            return all(r.unique and r.sigma_min > 0 for r in reports)
+
+        if isinstance(self.status, str):
+            return one(self.layers)
+        return np.array([one(reports) for reports in self.layers], dtype=bool)
+
+    @property
+    def error_bound(self) -> np.ndarray | float:
+        """Certified bound on ||z - z*||_inf (the first layer's error_bound); see LayerReport."""
+        if isinstance(self.status, str):
+            return self.layers[0].error_bound
+        return np.array([reports[0].error_bound for reports in self.layers])
+
+    @property
     def eps(self) -> np.ndarray:
         """Achieved l_inf residual per layer: shape (d,) or (B, d)."""
         return self._per_layer("eps")
@@ -77,7 +94,7 @@ class Inversion:
 
 def invert(net: Network, x: object, method: str = "linf", *, noise: float | None = None,
            solver: str = "auto", active_tol: float = 1e-6, rtol: float = 1e-9,
-           max_passes: int = 3, n_jobs: int | None = None,
+           max_passes: int = 3, certify: bool = True, n_jobs: int | None = None,
            progress: bool | None = None) -> Inversion:
     """Invert G layer by layer: find z with G(z) close to x.
 
@@ -100,6 +117,10 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
         Relative tolerance under which a least-squares point counts as fitting exactly.
     max_passes : int
         Most LP solves per layer for l_inf without a noise bound (re-classification passes).
+    certify : bool
+        Compute each layer's certificate (smallest singular value of the pinned rows and the
+        error bound it implies; about 1.7 ms for a 250-column layer). False skips it, and then
+        `certified` is False.
     n_jobs : int, optional
         Samples solved at once in threads (None: 1, -1: every core). BLAS itself runs on one
         thread: see _blas.py for the measurement behind that.
@@ -120,7 +141,7 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
         raise InputError(f"n_jobs must be None, -1 or a positive int; got {n_jobs!r}")
     batch, single = check_batch(x, net.output_dim, "x")
     options = LayerOptions(method=method, solver=solver, active_tol=active_tol, rtol=rtol,
-                           max_passes=max_passes)
+                           max_passes=max_passes, certify=bool(certify))
 
     started = time.perf_counter()
     bounds = _input_bounds(net)
@@ -168,11 +189,13 @@ def _invert_one(net: Network, x: np.ndarray, options: LayerOptions, noise: float
     reports: list[LayerReport] = []
     y = x
     error_level = 0.0
+    incoming = noise  # bound on the observation's error: the stated noise, then each layer's
     for index in range(len(net.layers) - 1, -1, -1):
         h_low, h_high = bounds[index]
         layer_noise = noise if index == len(net.layers) - 1 else None
         y, report = invert_layer(net.layers[index], y, h_low, h_high, options, index,
-                                 layer_noise, error_level)
+                                 layer_noise, error_level, incoming)
+        incoming = report.error_bound if np.isfinite(report.error_bound) else None
         # The typical error of the estimate handed down sets the next layer's ambiguity
         # threshold (the worst-case bound is 25-50x larger on these nets and pins nothing).
         error_level = report.error_estimate if np.isfinite(report.error_estimate) \

@@ -50,9 +50,13 @@ class LayerReport:
     n_inputs: int
     unique: bool
     """The pinned rows have full column rank: the layer's pre-image is locally unique."""
+    sigma_min: float
+    """Smallest singular value of the pinned rows (in output units); nan without certify."""
     error_bound: float
-    """Worst-case bound on ||h - h*||_inf: ||W_A^+||_inf * 2 eps (0 for an exact fit, inf
-    when not unique), valid when the pinned rows are truly active and h* fits within eps."""
+    """Certificate: ||h - h*||_inf <= min(sqrt(n_active) / sigma_min, ||W_A^+||_inf)
+    (eps + incoming), incoming bounding the error of this layer's observation (the second
+    term only where an LP formed W_A^+; ARCHITECTURE.md, "Certificates").
+    inf when not unique, nan without certify."""
     error_estimate: float
     """Typical size of ||h - h*||_inf, 2 eps max_i ||(W_A^+)_i||_2 (measured within a factor
     1.5 of the true error on noisy 20 x 250 x 600 nets): the next layer's ambiguity threshold."""
@@ -70,22 +74,26 @@ class LayerOptions:
     active_tol: float = 1e-6
     rtol: float = 1e-9
     max_passes: int = 3
+    certify: bool = True
 
 
 def invert_layer(layer: Layer, y: np.ndarray, h_low: np.ndarray, h_high: np.ndarray,
                  options: LayerOptions, index: int = 0, noise: float | None = None,
-                 error_level: float = 0.0) -> tuple[np.ndarray, LayerReport]:
+                 error_level: float = 0.0,
+                 incoming: float | None = None) -> tuple[np.ndarray, LayerReport]:
     """Invert one layer for one observation y (n_out,); h is bounded to [h_low, h_high].
 
     `noise` is a bound stated by the user (output layer only). `error_level` bounds the error
     of y when y is itself an estimate handed down from the layer above: entries of y below it
     are treated as ambiguous (an LP's answer is an interior point of its optimal face, whose
-    inactive units come back as small positives, not zeros).
+    inactive units come back as small positives, not zeros). `incoming` bounds
+    ||y - act(W h* + b)||_inf for the true h* (the certificate's input); None means "assume the
+    eps found", the only estimate there is at an output layer with no stated noise.
     """
     started = time.perf_counter()
     scale = max(float(np.abs(y).max()), 1e-300)
     own = _initial_threshold(layer, y, noise, options.active_tol * scale)
-    context = _Context(layer, y, h_low, h_high, options, index, noise, own)
+    context = _Context(layer, y, h_low, h_high, options, index, noise, own, incoming)
     threshold = max(own, error_level)
     band = layer.activation.band(y, threshold)
     h, full_rank = _least_squares(layer, band)
@@ -119,6 +127,7 @@ class _Context:
     noise: float | None
     own_threshold: float
     """The ambiguity threshold from y alone (no error level from above)."""
+    incoming: float | None
 
     def report(self, h: np.ndarray, status: str, solver: str, iterations: int,
                objective: float, message: str = "", full_rank: bool | None = None
@@ -128,20 +137,29 @@ class _Context:
         # Rows unambiguous at the fit found pin the pre-image (DESIGN: y_j > eps is a band).
         band = layer.activation.band(self.y, max(self.own_threshold, eps))
         n_active = int(band.two_sided.sum())
+        pinned = _pinned_rows(layer, band)
+        worst = np.inf  # ||W_A^+||_inf, computed where the pseudo-inverse is formed anyway
         if solver == "lstsq":
-            unique, bound, estimate = bool(full_rank) and n_active >= layer.n_in, 0.0, 0.0
+            unique, estimate = bool(full_rank) and n_active >= layer.n_in, 0.0
         else:
-            worst, typical = lp.pinv_row_norms(_pinned_rows(layer, band))
-            unique = bool(np.isfinite(worst))
-            bound, estimate = 2 * eps * worst, 2 * eps * typical
+            worst, typical = lp.pinv_norms(pinned)
+            unique = bool(np.isfinite(typical))
+            estimate = 2 * eps * typical
+        sigma_min, bound = float("nan"), float("nan")
+        if self.options.certify:
+            sigma_min = lp.smallest_singular_value(pinned)
+            unique = unique and sigma_min > 0
+            # |W_A (h - h*)| <= eps + incoming row by row; two valid bounds, keep the smaller.
+            slack = eps + (eps if self.incoming is None else self.incoming)
+            bound = min(np.sqrt(n_active) / sigma_min, worst) * slack if unique else np.inf
         if status == "optimal" and not unique:
             status = "not_unique"
             message = message or (f"{n_active} pinned rows for {layer.n_in} unknowns, or "
                                   f"rank-deficient: this layer's pre-image is not unique")
         return LayerReport(layer=self.index, method=self.options.method, status=status,
                            eps=eps, objective=float(objective), n_active=n_active,
-                           n_inputs=layer.n_in, unique=unique,
-                           error_bound=bound if unique else float("inf"),
+                           n_inputs=layer.n_in, unique=unique, sigma_min=sigma_min,
+                           error_bound=bound,
                            error_estimate=estimate if unique else float("inf"), solver=solver,
                            iterations=iterations, seconds=0.0, message=message)
 
