@@ -109,14 +109,17 @@ def test_gaussian_noise_gives_a_larger_eps_not_an_error():
 
 def test_contradicted_noise_bound_is_a_status():
     net, z, x = realizable_instance([20, 250, 600], seed=6)
-    noisy = x + np.random.default_rng(0).uniform(-1e-2, 1e-2, size=x.shape)
+    noisy = x + np.random.default_rng(0).uniform(-3e-3, 3e-3, size=x.shape)
     for method in ("linf", "l1"):
         result = invert(net, noisy, method, noise=1e-5, progress=False)
         assert result.status == "noise_bound_violated" and not result.success
-        assert relative_error(result.z, z) < 0.2  # still the best fit
-    honoured = invert(net, noisy, "linf", noise=1e-2, progress=False)
+        # Still the best fit, found as if no bound had been stated.
+        unbounded = invert(net, noisy, method, progress=False)
+        np.testing.assert_allclose(result.z, unbounded.z)
+        assert relative_error(result.z, z) < 0.05
+    honoured = invert(net, noisy, "linf", noise=3e-3, progress=False)
     assert honoured.status == "optimal"
-    assert honoured.eps[-1] <= 1e-2 * (1 + 1e-6)
+    assert honoured.eps[-1] <= 3e-3 * (1 + 1e-6)
 
 
 def test_exact_method_on_data_outside_the_range():

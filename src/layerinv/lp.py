@@ -21,15 +21,23 @@ Two solvers:
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.linalg import blas, lapack
 
+from ._blas import on_one_thread
 from .activations import Band
 
-SOLVERS = ("auto", "ipm", "highs")
+if TYPE_CHECKING:
+    import highspy
+
+SOLVERS = ("auto", "ipm", "highs", "cvxopt")
 
 
 @dataclass
@@ -82,6 +90,7 @@ def gram(weight: np.ndarray, row_weights: np.ndarray | None = None) -> np.ndarra
     return blas.dsyrk(1.0, scaled.T, trans=0, lower=0)
 
 
+@on_one_thread
 def least_squares(weight: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray | None, bool]:
     """Least squares min ||W h - rhs||_2 by Cholesky of W' W.
 
@@ -101,6 +110,7 @@ def least_squares(weight: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray | Non
     return _cho_solve(factor, weight.T @ rhs), True
 
 
+@on_one_thread
 def smallest_singular_value(weight: np.ndarray) -> float:
     """sigma_min of W (n x m), from the smallest eigenvalue of W' W (LAPACK dsyevr); 0 if n < m."""
     n, m = weight.shape
@@ -112,6 +122,7 @@ def smallest_singular_value(weight: np.ndarray) -> float:
     return float(np.sqrt(max(smallest[0], 0.0)))
 
 
+@on_one_thread
 def pinv_norms(weight: np.ndarray) -> tuple[float, float]:
     """(||W^+||_inf, max_i ||row i of W^+||_2) for a full-column-rank W; (inf, inf) if not.
 
@@ -142,6 +153,8 @@ class LayerLP:
     norm: str  # "linf" or "l1"
     t_max: float | None = None
     """An upper bound on every slack (a noise bound stated by the user), or None."""
+    t_min: float = 0.0
+    """An extra floor on the shared l_inf slack (kept when rows are screened out)."""
 
     @property
     def n_rows(self) -> int:
@@ -156,13 +169,31 @@ class LayerLP:
         bias = 0.0 if self.bias is None else self.bias
         return self.band.lower - bias, self.band.upper - bias
 
+    def slack_floors(self) -> np.ndarray:
+        """Lower bounds of the slack variables: one per row (l1) or one shared (linf)."""
+        if self.norm == "l1":
+            return self.band.t_floor
+        return np.array([max(float(self.band.t_floor.max(initial=0.0)), self.t_min)])
 
+    def subset(self, rows: np.ndarray) -> LayerLP:
+        """The same LP on a subset of the rows (a boolean mask); the l_inf floor is kept."""
+        band = self.band
+        sub_band = Band(*(getattr(band, name)[rows] for name in
+                          ("lower", "lower_slope", "upper", "upper_slope", "t_floor", "center")))
+        return LayerLP(self.weight[rows], None if self.bias is None else self.bias[rows],
+                       sub_band, self.h_low, self.h_high, self.norm, self.t_max,
+                       float(self.slack_floors().max()) if self.norm == "linf" else 0.0)
+
+
+@on_one_thread
 def solve(problem: LayerLP, solver: str = "auto", h_start: np.ndarray | None = None) -> LPResult:
     """Solve a layer LP. `auto` uses the interior point and falls back to HiGHS on trouble."""
+    if solver == "cvxopt":
+        return solve_cvxopt(problem)
     if solver == "highs" or (solver == "auto" and problem.norm == "l1"
                              and problem.t_max is not None):
         return solve_highs(problem)
-    result = solve_ipm(problem, h_start=h_start)
+    result = solve_screened(problem)
     if problem.t_max is not None and result.success and result.objective > _t_max_tol(problem):
         result.status, result.message = "infeasible", (
             f"the smallest slack {result.objective:.3g} exceeds the noise bound {problem.t_max:.3g}"
@@ -178,6 +209,77 @@ def solve(problem: LayerLP, solver: str = "auto", h_start: np.ndarray | None = N
 def _t_max_tol(problem: LayerLP) -> float:
     assert problem.t_max is not None
     return problem.t_max * (1 + 1e-7) + 1e-12
+
+
+# --------------------------------------------------------------------------- screening
+def solve_screened(problem: LayerLP, max_rounds: int = 3) -> LPResult:
+    """The interior point on the rows that can bind, verified against all of them.
+
+    A one-sided row (ReLU inactive: u_j <= y_j + t) far below its bound at the least-squares
+    point of the pinned rows will not bind at the optimum either. Such rows are left out, the
+    smaller LP is solved, and every row left out is checked at its solution; violated rows
+    are added back and the LP solved again, so the answer is the full LP's. Halving the rows
+    halves the m x m normal-matrix products that dominate each iteration.
+    """
+    band = problem.band
+    one_sided = np.isfinite(band.upper) & ~np.isfinite(band.lower)
+    scale = float(np.nanmax(np.abs(np.where(np.isfinite(band.upper), band.upper, np.nan)),
+                            initial=1.0))
+    start = _screening_point(problem)
+    if start is None or one_sided.sum() < problem.n_rows // 4:
+        return solve_ipm(problem)
+    h0, misfit = start
+    margin = 10.0 * misfit + 1e-3 * scale
+    keep = ~one_sided | (_room(problem, h0, 0.0) < margin)
+    spent, iterations = 0.0, 0
+    for _ in range(max_rounds):
+        result = solve_ipm(problem.subset(keep))
+        spent, iterations = spent + result.seconds, iterations + result.iterations
+        if result.status != "optimal":
+            break
+        t_rows = _row_slacks(problem, keep, result.t)
+        room = _room(problem, result.h, t_rows)
+        violated = ~keep & (room < -1e-8 * scale)
+        if not violated.any():
+            result.t = t_rows if problem.norm == "l1" else result.t
+            result.objective = float(result.t.sum())
+            result.seconds, result.iterations = spent, iterations
+            result.message = f"screened: {int(keep.sum())} of {problem.n_rows} rows"
+            return result
+        keep |= violated | (room < margin)
+    full = solve_ipm(problem)
+    full.seconds += spent
+    return full
+
+
+def _screening_point(problem: LayerLP) -> tuple[np.ndarray, float] | None:
+    """The least-squares point of the pinned rows, clipped into the box, and its misfit."""
+    band, bias = problem.band, 0.0 if problem.bias is None else problem.bias
+    pinned = band.two_sided
+    target = band.center - bias
+    h, full_rank = least_squares(problem.weight[pinned], target[pinned])
+    if not full_rank:
+        return None
+    h = np.clip(h, problem.h_low, problem.h_high)
+    misfit = float(np.max(np.abs(problem.weight[pinned] @ h - target[pinned]), initial=0.0))
+    return h, misfit
+
+
+def _row_slacks(problem: LayerLP, keep: np.ndarray, t: np.ndarray) -> np.ndarray | float:
+    """Each row's slack at a screened solution: the shared t, or (l1) the floor where dropped."""
+    if problem.norm == "linf":
+        return float(t[0])
+    rows = problem.band.t_floor.copy()
+    rows[keep] = t
+    return rows
+
+
+def _room(problem: LayerLP, h: np.ndarray, t: np.ndarray | float) -> np.ndarray:
+    """How far each row's upper end is above W h + b at slack t (negative: violated)."""
+    _, upper = problem.shifted_band()
+    with np.errstate(invalid="ignore"):
+        room = upper + problem.band.upper_slope * t - problem.weight @ h
+    return np.where(np.isfinite(room), room, np.inf)
 
 
 # --------------------------------------------------------------------------- interior point
@@ -203,7 +305,7 @@ class _Structure:
         self.ihh = np.flatnonzero(np.isfinite(problem.h_high))
         self.su = band.upper_slope[self.iu]
         self.sl = band.lower_slope[self.il]
-        floor = band.t_floor if self.l1 else np.array([band.t_floor.max(initial=0.0)])
+        floor = problem.slack_floors()
         self.g = np.concatenate([upper[self.iu], -lower[self.il], -problem.h_low[self.ihl],
                                  problem.h_high[self.ihh], -floor])
         sizes = [len(self.iu), len(self.il), len(self.ihl), len(self.ihh), self.n_t]
@@ -296,10 +398,12 @@ class _Structure:
             need[self.iu] = np.maximum(need[self.iu], (u[self.iu] - upper[self.iu]) / self.su)
             need[self.il] = np.maximum(need[self.il], (lower[self.il] - u[self.il]) / self.sl)
         need = np.maximum(need, self.p.band.t_floor)
+        need[0] = max(need[0], self.p.t_min)
         T = need + 1e-3 * (1 + np.abs(need)) if self.l1 else np.array([need.max() * 1.001 + 1e-3])
         return np.concatenate([h, T])
 
 
+@on_one_thread
 def solve_ipm(problem: LayerLP, *, h_start: np.ndarray | None = None, tol: float = 1e-9,
               max_iter: int = 80) -> LPResult:
     """Mehrotra predictor-corrector on the structured normal equations (see _Structure)."""
@@ -365,11 +469,43 @@ def _step_to_boundary(v: np.ndarray, dv: np.ndarray, cap: float = 1.0) -> float:
 
 
 # --------------------------------------------------------------------------- HiGHS
-def solve_highs(problem: LayerLP) -> LPResult:
-    """Dual simplex in HiGHS (presolve off: measured faster on these dense layers)."""
+_BANNER_LOCK = threading.Lock()
+_banner_shown = False
+
+
+def new_highs() -> highspy.Highs:
+    """A silent highspy.Highs.
+
+    The first Highs of a process prints a copyright banner on the C stdout before any option
+    can be set; it would land in the middle of the command line's output, so that one
+    construction runs with file descriptor 1 pointed at /dev/null.
+    """
     import highspy
 
-    started = time.perf_counter()
+    global _banner_shown
+    with _BANNER_LOCK:
+        if _banner_shown:
+            highs = highspy.Highs()
+        else:
+            sys.stdout.flush()
+            saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            try:
+                highs = highspy.Highs()
+            finally:
+                os.dup2(saved, 1)
+                os.close(saved)
+                os.close(devnull)
+            _banner_shown = True
+    highs.setOptionValue("output_flag", False)
+    return highs
+
+
+def _constraint_rows(problem: LayerLP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The band rows as a dense matrix over (h, T) with row bounds: row_lo <= A x <= row_hi.
+
+    Row j, upper end:  w_j h - su_j T_j <= upper_j ;  lower end:  w_j h + sl_j T_j >= lower_j.
+    """
     W, n, m = problem.weight, problem.n_rows, problem.n_inputs
     l1 = problem.norm == "l1"
     n_t = n if l1 else 1
@@ -387,17 +523,33 @@ def solve_highs(problem: LayerLP) -> LPResult:
         rows.append(block)
         row_lo.append(np.full(len(keep), -np.inf) if side == 0 else ends[keep])
         row_hi.append(ends[keep] if side == 0 else np.full(len(keep), np.inf))
-    matrix = np.vstack(rows)
-    floors = band.t_floor if l1 else np.array([band.t_floor.max(initial=0.0)])
-    t_high = np.full(n_t, np.inf if problem.t_max is None else problem.t_max * (1 + 1e-9))
+    return np.vstack(rows), np.concatenate(row_lo), np.concatenate(row_hi)
 
+
+def _slack_bounds(problem: LayerLP) -> tuple[np.ndarray, np.ndarray]:
+    n_t = problem.n_rows if problem.norm == "l1" else 1
+    floors = problem.slack_floors()
+    t_high = np.full(n_t, np.inf if problem.t_max is None else problem.t_max * (1 + 1e-9))
+    return floors, t_high
+
+
+@on_one_thread
+def solve_highs(problem: LayerLP) -> LPResult:
+    """Dual simplex in HiGHS (presolve off: measured faster on these dense layers)."""
+    import highspy
+
+    started = time.perf_counter()
+    m = problem.n_inputs
+    matrix, row_lo, row_hi = _constraint_rows(problem)
+    floors, t_high = _slack_bounds(problem)
+    n_t = len(floors)
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = m + n_t, matrix.shape[0]
     lp.col_cost_ = np.concatenate([np.zeros(m), np.ones(n_t)])
     lp.col_lower_ = np.concatenate([problem.h_low, floors])
     lp.col_upper_ = np.concatenate([problem.h_high, t_high])
-    lp.row_lower_ = np.concatenate(row_lo)
-    lp.row_upper_ = np.concatenate(row_hi)
+    lp.row_lower_ = row_lo
+    lp.row_upper_ = row_hi
     nz_rows, nz_cols = np.nonzero(matrix)
     order = np.lexsort((nz_rows, nz_cols))
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
@@ -406,8 +558,7 @@ def solve_highs(problem: LayerLP) -> LPResult:
     lp.a_matrix_.value_ = matrix[nz_rows[order], nz_cols[order]]
     lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = m + n_t, matrix.shape[0]
 
-    highs = highspy.Highs()
-    highs.setOptionValue("output_flag", False)
+    highs = new_highs()
     highs.setOptionValue("presolve", "off")
     highs.setOptionValue("solver", "simplex")
     highs.setOptionValue("simplex_strategy", 1)  # dual simplex
@@ -428,3 +579,43 @@ def solve_highs(problem: LayerLP) -> LPResult:
                     solver="highs", iterations=int(info.simplex_iteration_count),
                     seconds=time.perf_counter() - started,
                     message=highs.modelStatusToString(model_status))
+
+
+# --------------------------------------------------------------------------- cvxopt
+@on_one_thread
+def solve_cvxopt(problem: LayerLP) -> LPResult:
+    """cvxopt's default LP solver (the paper authors' choice), dense matrices: a reference.
+
+    Needs the optional `cvxopt` package (`pip install layerinv[bench]`).
+    """
+    try:
+        from cvxopt import matrix as cvx_matrix
+        from cvxopt import solvers
+    except ImportError:
+        from .errors import InputError
+
+        raise InputError("solver='cvxopt' needs the cvxopt package: pip install cvxopt") from None
+    started = time.perf_counter()
+    m = problem.n_inputs
+    dense, row_lo, row_hi = _constraint_rows(problem)
+    floors, t_high = _slack_bounds(problem)
+    n_t = len(floors)
+    # Inequality form G x <= h: upper ends as they are, lower ends negated, then the bounds.
+    blocks = [dense[np.isfinite(row_hi)], -dense[np.isfinite(row_lo)]]
+    rhs = [row_hi[np.isfinite(row_hi)], -row_lo[np.isfinite(row_lo)]]
+    eye = np.eye(m + n_t)
+    for sign, bound in ((-1.0, np.concatenate([problem.h_low, floors])),
+                        (1.0, np.concatenate([problem.h_high, t_high]))):
+        keep = np.isfinite(bound)
+        blocks.append(sign * eye[keep])
+        rhs.append(sign * bound[keep])
+    cost = np.concatenate([np.zeros(m), np.ones(n_t)])
+    solvers.options["show_progress"] = False
+    answer = solvers.lp(cvx_matrix(cost), cvx_matrix(np.vstack(blocks)),
+                        cvx_matrix(np.concatenate(rhs)))
+    x = np.zeros(m + n_t) if answer["x"] is None else np.array(answer["x"]).ravel()
+    status = {"optimal": "optimal", "primal infeasible": "infeasible"}.get(
+        answer["status"], "numerical_error")
+    return LPResult(h=x[:m], t=x[m:], objective=float(x[m:].sum()), status=status,
+                    solver="cvxopt", iterations=int(answer.get("iterations") or 0),
+                    seconds=time.perf_counter() - started, message=str(answer["status"]))
