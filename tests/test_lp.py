@@ -8,7 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from layerinv import get_activation
-from layerinv.lp import LayerLP, least_squares, solve, solve_highs, solve_ipm
+from layerinv.lp import (
+    LayerLP,
+    least_squares,
+    smallest_singular_value,
+    solve,
+    solve_highs,
+    solve_ipm,
+    solve_screened,
+)
 
 
 def noisy_layer_lp(m, n, norm, seed, noise=1e-2, activation="relu", hidden=True):
@@ -59,8 +67,30 @@ def test_infeasible_noise_bound_is_a_status_not_an_exception():
 def test_least_squares_reports_rank_deficiency():
     rng = np.random.default_rng(0)
     tall = rng.normal(size=(30, 10))
-    h, full_rank = least_squares(tall, tall @ np.arange(10.0))
+    h, full_rank, normal = least_squares(tall, tall @ np.arange(10.0))
     assert full_rank and np.allclose(h, np.arange(10.0))
-    assert least_squares(tall[:5], np.ones(5)) == (None, False)
+    assert np.allclose(np.triu(normal), np.triu(tall.T @ tall))
+    assert least_squares(tall[:5], np.ones(5))[:2] == (None, False)
     tall[:, 3] = tall[:, 4]
-    assert least_squares(tall, np.ones(30)) == (None, False)
+    assert least_squares(tall, np.ones(30))[:2] == (None, False)
+
+
+def test_smallest_singular_value_matches_svd():
+    rng = np.random.default_rng(1)
+    weight = rng.normal(size=(40, 12))
+    expected = np.linalg.svd(weight, compute_uv=False).min()
+    assert smallest_singular_value(weight) == pytest.approx(expected, rel=1e-10)
+    assert smallest_singular_value(weight[:5]) == 0.0
+
+
+@pytest.mark.parametrize("norm", ["linf", "l1"])
+@given(seed=st.integers(0, 10_000), noise=st.sampled_from([1e-4, 1e-3, 1e-2]))
+@settings(max_examples=20, deadline=None)
+def test_screening_gives_the_full_lp_optimum(norm, seed, noise):
+    problem = noisy_layer_lp(40, 160, norm, seed, noise=noise)
+    screened, full = solve_screened(problem), solve_ipm(problem)
+    assert screened.status == "optimal"
+    # Both are interior-point answers, optimal to a duality gap of 1e-9 (1 + |objective|).
+    assert screened.objective == pytest.approx(full.objective, rel=1e-6, abs=2e-9)
+    assert screened.t.shape == full.t.shape
+    assert "screened" in screened.message

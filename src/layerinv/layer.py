@@ -100,12 +100,13 @@ def invert_layer(layer: Layer, y: np.ndarray, h_low: np.ndarray, h_high: np.ndar
                            error_level))
     threshold = max(own, error_level)
     band = layer.activation.band(y, threshold)
-    h, full_rank = _least_squares(layer, band)
+    h, full_rank, normal = _least_squares(layer, band)
     tol = options.rtol * scale + (noise or 0.0)
     if h is not None and _violation(layer, band, y, h, h_low, h_high, noise or 0.0) <= tol:
         # The least-squares point fits every row to within round-off: it is an optimal point
         # of eq. (4), (5) and (6) alike, since each of their optimal values is >= 0.
-        report = context.report(h, "optimal", "lstsq", 0, 0.0, full_rank=full_rank)
+        report = context.report(h, "optimal", "lstsq", 0, 0.0, full_rank=full_rank,
+                                normal=(band.two_sided, normal))
     elif options.method == "exact":
         # Not realizable (or not unique): eq. (4) has no answer; the l_inf LP gives the closest.
         h, report = _solve_lp(context, threshold, "linf")
@@ -136,8 +137,9 @@ class _Context:
     """The starting threshold if the stated noise bound turns out to be contradicted."""
 
     def report(self, h: np.ndarray, status: str, solver: str, iterations: int,
-               objective: float, message: str = "", full_rank: bool | None = None
-               ) -> LayerReport:
+               objective: float, message: str = "", full_rank: bool | None = None,
+               normal: tuple[np.ndarray, np.ndarray | None] | None = None) -> LayerReport:
+        """The report of answer h; `normal` = (rows, W_rows' W_rows) formed already, if any."""
         layer = self.layer
         eps = _residual(layer, h, y=self.y)
         # Rows unambiguous at the fit found pin the pre-image (DESIGN: y_j > eps is a band).
@@ -153,7 +155,10 @@ class _Context:
             estimate = 2 * eps * typical
         sigma_min, bound = float("nan"), float("nan")
         if self.options.certify:
-            sigma_min = lp.smallest_singular_value(pinned)
+            # The Gram of least squares is of unscaled rows: reusable where every slope is 1.
+            reuse = (normal is not None and np.array_equal(normal[0], band.two_sided)
+                     and bool(np.all(band.lower_slope[band.two_sided] == 1.0)))
+            sigma_min = lp.smallest_singular_value(pinned, normal[1] if reuse else None)
             unique = unique and sigma_min > 0
             # |W_A (h - h*)| <= eps + incoming row by row; two valid bounds, keep the smaller.
             slack = eps + (eps if self.incoming is None else self.incoming)
@@ -194,7 +199,8 @@ def _pinned_rows(layer: Layer, band: Band) -> np.ndarray:
     return layer.weight[rows] / band.lower_slope[rows, None]
 
 
-def _least_squares(layer: Layer, band: Band) -> tuple[np.ndarray | None, bool]:
+def _least_squares(layer: Layer, band: Band
+                   ) -> tuple[np.ndarray | None, bool, np.ndarray | None]:
     rows = band.two_sided
     bias = 0.0 if layer.bias is None else layer.bias[rows]
     return lp.least_squares(layer.weight[rows], band.center[rows] - bias)

@@ -91,34 +91,41 @@ def gram(weight: np.ndarray, row_weights: np.ndarray | None = None) -> np.ndarra
 
 
 @on_one_thread
-def least_squares(weight: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray | None, bool]:
+def least_squares(weight: np.ndarray, rhs: np.ndarray
+                  ) -> tuple[np.ndarray | None, bool, np.ndarray | None]:
     """Least squares min ||W h - rhs||_2 by Cholesky of W' W.
 
-    Returns (h, full_rank). When W has fewer rows than columns or the Cholesky fails, returns
-    (None, False): the caller treats that layer as not uniquely invertible.
+    Returns (h, full_rank, W' W). When W has fewer rows than columns or the Cholesky fails,
+    h is None and full_rank False: the caller treats that layer as not uniquely invertible.
+    The Gram matrix (upper triangle) is returned for reuse by `smallest_singular_value`.
     """
     n, m = weight.shape
     if n < m:
-        return None, False
-    factor, info = lapack.dpotrf(gram(weight), lower=0, clean=0)
+        return None, False, None
+    normal = gram(weight)
+    factor, info = lapack.dpotrf(normal, lower=0, clean=0)
     if info != 0:
-        return None, False
+        return None, False, normal
     # A positive pivot can still be numerically zero: compare the factor's diagonal spread.
     diag = np.abs(np.diag(factor))
     if diag.min() <= 1e-7 * diag.max():
-        return None, False
-    return _cho_solve(factor, weight.T @ rhs), True
+        return None, False, normal
+    return _cho_solve(factor, weight.T @ rhs), True, normal
 
 
 @on_one_thread
-def smallest_singular_value(weight: np.ndarray) -> float:
-    """sigma_min of W (n x m), from the smallest eigenvalue of W' W (LAPACK dsyevr); 0 if n < m."""
+def smallest_singular_value(weight: np.ndarray, normal: np.ndarray | None = None) -> float:
+    """sigma_min of W (n x m), from the smallest eigenvalue of W' W (LAPACK dsyevr); 0 if n < m.
+
+    `normal` may pass W' W (upper triangle) when it was formed already.
+    """
     n, m = weight.shape
     if n < m or m == 0:
         return 0.0
     from scipy.linalg import eigvalsh
 
-    smallest = eigvalsh(gram(weight), lower=False, subset_by_index=[0, 0], check_finite=False)
+    normal = gram(weight) if normal is None else normal
+    smallest = eigvalsh(normal, lower=False, subset_by_index=[0, 0], check_finite=False)
     return float(np.sqrt(max(smallest[0], 0.0)))
 
 
@@ -257,7 +264,7 @@ def _screening_point(problem: LayerLP) -> tuple[np.ndarray, float] | None:
     band, bias = problem.band, 0.0 if problem.bias is None else problem.bias
     pinned = band.two_sided
     target = band.center - bias
-    h, full_rank = least_squares(problem.weight[pinned], target[pinned])
+    h, full_rank, _ = least_squares(problem.weight[pinned], target[pinned])
     if not full_rank:
         return None
     h = np.clip(h, problem.h_low, problem.h_high)
