@@ -89,3 +89,15 @@ def test_demo_runs(tmp_path):
     result = run("demo", "--instances", "2")
     assert result.returncode == 0
     assert result.stdout.count("realizable") >= 3 and "noisy" in result.stdout
+
+
+def test_gradient_method_from_the_command_line(tmp_path):
+    net, x, z_true, z_out = (tmp_path / name for name in ("net.npz", "x.npy", "z.npy", "zh.npy"))
+    run("random-network", "--widths", "5", "30", "90", "--seed", "2", "--out", str(net))
+    run("sample", "--network", str(net), "--count", "2", "--out", str(x),
+        "--latent-out", str(z_true))
+    result = run("invert", "--network", str(net), "--observation", str(x), "--method", "lp+gd",
+                 "--out", str(z_out))
+    assert result.returncode == 0, result.stderr
+    assert "2 of 2 samples" in result.stdout
+    np.testing.assert_allclose(np.load(z_out), np.load(z_true), rtol=1e-6, atol=1e-8)

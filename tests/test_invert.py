@@ -181,3 +181,18 @@ def test_net_must_be_a_network():
 def test_public_api_is_exported():
     for name in ("Network", "Layer", "random_network", "invert", "Inversion", "LayerReport"):
         assert hasattr(layerinv, name)
+
+
+def test_gradient_methods_are_wired_into_invert():
+    net, z, x = realizable_instance([10, 60, 200], seed=9)
+    from layerinv.baselines import gradient_descent
+
+    gd = invert(net, x, "gd", steps=300, restarts=2, seed=1, progress=False)
+    direct = gradient_descent(net, x, steps=300, restarts=2, seed=1, progress=False)
+    assert gd.method == "gd" and gd.layers == [] and len(gd.history) == 301
+    np.testing.assert_array_equal(gd.z, direct.z)
+    refined = invert(net, x, "lp+gd", seed=1, progress=False)
+    assert refined.method == "lp+gd" and len(refined.layers) == 2  # the LP's reports kept
+    assert relative_error(refined.z, z) < 1e-8
+    with pytest.raises(InputError, match=r"apply only to method='gd' or 'lp\+gd'"):
+        invert(net, x, "linf", steps=10)

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import __version__
 from .errors import LayerinvError
-from .invert import invert
+from .invert import ALL_METHODS, invert
 from .layer import METHODS
 from .lp import SOLVERS
 from .network import Network, random_network
@@ -38,9 +38,14 @@ def _add_invert(commands: argparse._SubParsersAction) -> None:
                             description="Find z with G(z) close to each observation.")
     p.add_argument("--network", required=True, help="network file (.npz from Network.save)")
     p.add_argument("--observation", required=True, help=".npy of shape (n,) or (B, n)")
-    p.add_argument("--method", default="linf", choices=METHODS)
+    p.add_argument("--method", default="linf", choices=ALL_METHODS)
     p.add_argument("--noise", type=float, default=None,
-                   help="a bound on ||x - G(z*)||_inf, if known")
+                   help="a bound on ||x - G(z*)||_inf, if known (LP methods)")
+    p.add_argument("--preset", default=None,
+                   help="gradient methods: bora2017 (default) or hand2017")
+    p.add_argument("--steps", type=int, default=None, help="gradient methods: steps")
+    p.add_argument("--restarts", type=int, default=None, help="gradient methods: restarts")
+    p.add_argument("--seed", type=int, default=0, help="gradient methods: seed")
     p.add_argument("--solver", default="auto", choices=SOLVERS)
     p.add_argument("--out", required=True, help="where to write z (.npy)")
     p.add_argument("--quiet", action="store_true", help="print only the totals")
@@ -86,7 +91,12 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
 def _run_invert(args: argparse.Namespace) -> int:
     net = Network.load(args.network)
     x = _load_npy(args.observation, "--observation")
-    result = invert(net, x, args.method, noise=args.noise, solver=args.solver)
+    gd_options = {}
+    if args.method in ("gd", "lp+gd"):
+        given = {"preset": args.preset, "steps": args.steps, "restarts": args.restarts}
+        gd_options = {key: value for key, value in given.items() if value is not None}
+        gd_options["seed"] = args.seed
+    result = invert(net, x, args.method, noise=args.noise, solver=args.solver, **gd_options)
     np.save(args.out, result.z)
     if not args.quiet:
         print(result.summary())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -32,17 +33,21 @@ class Inversion:
     z: np.ndarray
     success: np.ndarray | bool
     status: np.ndarray | str
-    """'optimal' (every layer solved and uniquely invertible), 'not_unique', 'not_realizable'
-    (exact method on data outside the range: z is the l_inf fit), 'noise_bound_violated'
-    (the observation contradicts the stated noise bound: z is the best fit), 'solver_error'."""
+    """LP methods: 'optimal' (every layer solved and uniquely invertible), 'not_unique',
+    'not_realizable' (exact method on data outside the range: z is the l_inf fit),
+    'noise_bound_violated' (the observation contradicts the stated noise bound: z is the best
+    fit), 'solver_error'. Gradient methods: the stop reason, one of gradient.GD_STATUSES
+    ('converged', 'stalled', 'diverged', 'max_steps'), and `success` is judged on the fit."""
     layers: list = field(repr=False)
-    """Per sample, the LayerReport of each layer in network order (layer 0 takes z)."""
+    """Per sample, the LayerReport of each layer in network order (layer 0 takes z); empty for
+    'gd', the LP's reports for 'lp+gd'."""
     residual: np.ndarray | float
-    """||G(z) - x||_inf per sample."""
+    """||G(z) - x||_inf per sample (in measurement space when a measurement was given)."""
     seconds: float
     method: str
-    history: list | None = field(default=None, repr=False)
-    """Gradient methods: per sample, the loss at each step (an array); None for the LPs."""
+    history: list | np.ndarray | None = field(default=None, repr=False)
+    """Gradient methods: the loss at each step, per sample (one array for a single
+    observation); None for the LPs."""
 
     @property
     def certified(self) -> np.ndarray | bool:
@@ -92,10 +97,14 @@ class Inversion:
         return "\n".join(lines)
 
 
+GRADIENT_METHODS = ("gd", "lp+gd")
+ALL_METHODS = (*METHODS, *GRADIENT_METHODS)
+
+
 def invert(net: Network, x: object, method: str = "linf", *, noise: float | None = None,
            solver: str = "auto", active_tol: float = 1e-6, rtol: float = 1e-9,
            max_passes: int = 3, certify: bool = True, n_jobs: int | None = None,
-           progress: bool | None = None) -> Inversion:
+           progress: bool | None = None, **gd_options: Any) -> Inversion:
     """Invert G layer by layer: find z with G(z) close to x.
 
     Parameters
@@ -103,8 +112,10 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
     net : Network
     x : array, shape (n,) or (B, n)
         Observations of the network's output.
-    method : {'exact', 'linf', 'l1'}
-        Eq. (4), (5) or (6) of Lei et al. (2019), applied from the last layer back to z.
+    method : {'exact', 'linf', 'l1', 'gd', 'lp+gd'}
+        Eq. (4), (5) or (6) of Lei et al. (2019), applied from the last layer back to z;
+        'gd' is gradient descent on the latent (`layerinv.baselines.gradient_descent`, preset
+        'bora2017' unless told otherwise); 'lp+gd' refines the l_inf answer by gradient steps.
     noise : float, optional
         A bound on ||x - G(z*)||_inf stated by the user. It sets the active threshold of the
         last layer and bounds its slack; an observation that contradicts it gets the status
@@ -126,10 +137,21 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
         thread: see _blas.py for the measurement behind that.
     progress : bool, optional
         A progress bar; None shows one only if the run lasts more than two seconds.
+    **gd_options
+        For 'gd' and 'lp+gd' only: the options of `layerinv.baselines.gradient_descent`
+        (preset, optimizer, lr, steps, restarts, seed, ...).
     """
     if not isinstance(net, Network):
         raise InputError(f"net must be a layerinv.Network; got {type(net).__name__}")
-    method = check_choice(method, METHODS, "method")
+    method = check_choice(method, ALL_METHODS, "method")
+    if method in GRADIENT_METHODS:
+        return _invert_by_gradient(net, x, method, progress, gd_options,
+                                   noise=noise, solver=solver, active_tol=active_tol,
+                                   rtol=rtol, max_passes=max_passes, certify=certify,
+                                   n_jobs=n_jobs)
+    if gd_options:
+        raise InputError(f"options {sorted(gd_options)} apply only to method='gd' or "
+                         f"'lp+gd'; got method={method!r}")
     solver = check_choice(solver, SOLVERS, "solver")
     if noise is not None:
         noise = check_positive(noise, "noise", allow_zero=True)
@@ -171,6 +193,17 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
         return Inversion(z[0], bool(success[0]), str(statuses[0]), all_reports[0],
                          float(residual[0]), seconds, method)
     return Inversion(z, success, statuses, all_reports, residual, seconds, method)
+
+
+def _invert_by_gradient(net: Network, x: object, method: str, progress: bool | None,
+                        gd_options: dict[str, Any], **lp_options: Any) -> Inversion:
+    # Imported here: the gradient module needs PyTorch, which the LP methods do not.
+    from .gradient import invert_gd, refine
+
+    if method == "gd":
+        return invert_gd(net, x, progress=progress, **gd_options)
+    start = invert(net, x, "linf", progress=progress, **lp_options)
+    return refine(net, x, start, progress=progress, **gd_options)
 
 
 def _input_bounds(net: Network) -> list[tuple[np.ndarray, np.ndarray]]:
