@@ -21,7 +21,7 @@ def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
 def test_help_lists_every_command():
     result = run("--help")
     assert result.returncode == 0
-    for command in ("invert", "random-network", "sample", "demo"):
+    for command in ("invert", "random-network", "sample", "demo", "hardness"):
         assert command in result.stdout
 
 
@@ -101,3 +101,10 @@ def test_gradient_method_from_the_command_line(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "2 of 2 samples" in result.stdout
     np.testing.assert_allclose(np.load(z_out), np.load(z_true), rtol=1e-6, atol=1e-8)
+
+
+def test_hardness_command(tmp_path):
+    result = run("hardness", "--vars", "6", "--clauses", "26", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    assert "answer:" in result.stdout and ("SAT" in result.stdout)
+    assert "Running HiGHS" not in result.stdout  # the solver's banner is kept out

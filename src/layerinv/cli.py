@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import __version__
+from .cli_hardness import add_parser as add_hardness_parser
 from .errors import LayerinvError
 from .invert import ALL_METHODS, invert
 from .layer import METHODS
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_random_network(commands)
     _add_sample(commands)
     _add_demo(commands)
+    add_hardness_parser(commands)
     return parser
 
 
