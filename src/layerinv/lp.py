@@ -337,32 +337,36 @@ class _Structure:
     def GT(self, lam: np.ndarray) -> np.ndarray:
         lu, ll, lhl, lhh, lf = self._blocks(lam)
         row = np.zeros(self.n)
-        np.add.at(row, self.iu, lu)
-        np.subtract.at(row, self.il, ll)
+        row[self.iu] += lu
+        row[self.il] -= ll
         gh = self.W.T @ row
         gh[self.ihl] -= lhl
         gh[self.ihh] += lhh
         if self.l1:
             gt = -lf.copy()
-            np.subtract.at(gt, self.iu, self.su * lu)
-            np.subtract.at(gt, self.il, self.sl * ll)
+            gt[self.iu] -= self.su * lu
+            gt[self.il] -= self.sl * ll
         else:
             gt = np.array([-(self.su @ lu) - (self.sl @ ll) - lf[0]])
         return np.concatenate([gh, gt])
 
     def factor(self, d: np.ndarray) -> bool:
-        """Factor G' diag(d) G; False if even the regularised Cholesky fails."""
+        """Factor G' diag(d) G; False if even the regularised Cholesky fails.
+
+        Every index array (iu, il, ihl, ihh) holds distinct indices, so `a[idx] += v` adds
+        each term once (no need for the much slower unbuffered np.add.at).
+        """
         du, dl, dhl, dhh, df = self._blocks(d)
         e, f, q_rows = np.zeros(self.n), np.zeros(self.n), np.zeros(self.n)
-        np.add.at(e, self.iu, du)
-        np.add.at(e, self.il, dl)
-        np.add.at(f, self.iu, -self.su * du)   # d(row of h) * d(coefficient of T)
-        np.add.at(f, self.il, self.sl * dl)
-        np.add.at(q_rows, self.iu, self.su**2 * du)
-        np.add.at(q_rows, self.il, self.sl**2 * dl)
+        e[self.iu] += du
+        e[self.il] += dl
+        f[self.iu] -= self.su * du   # d(row of h) * d(coefficient of T)
+        f[self.il] += self.sl * dl
+        q_rows[self.iu] += self.su**2 * du
+        q_rows[self.il] += self.sl**2 * dl
         h_diag = np.zeros(self.m)
-        np.add.at(h_diag, self.ihl, dhl)
-        np.add.at(h_diag, self.ihh, dhh)
+        h_diag[self.ihl] += dhl
+        h_diag[self.ihh] += dhh
         if self.l1:
             self.q = q_rows + df                       # diagonal T block, > 0 by the floors
             e = np.maximum(e - f * f / self.q, 0.0)    # Schur complement of the T block
