@@ -9,8 +9,8 @@ on one thread and get parallelism from solving several samples at once (`invert(
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache, wraps
 from typing import ParamSpec, TypeVar
 
@@ -26,6 +26,28 @@ def _controller() -> ThreadpoolController:
 def single_threaded_blas() -> AbstractContextManager:
     """A context in which every loaded BLAS (NumPy's and SciPy's) runs on one thread."""
     return _controller().limit(limits=1, user_api="blas")
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """PyTorch on one CPU thread for the duration (restored after), if PyTorch is installed.
+
+    Gradient descent works on (restarts x n) batches too small to gain from threads; on a
+    machine whose cores were busy, two PyTorch threads took 58 s instead of 0.5 s for one
+    bora2017 run (threads spin-waiting for a core). The LPs run on one BLAS thread too, so
+    every method's seconds are single-threaded and comparable.
+    """
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 P = ParamSpec("P")

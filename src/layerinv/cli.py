@@ -11,6 +11,7 @@ import numpy as np
 
 from . import __version__
 from .cli_hardness import add_parser as add_hardness_parser
+from .cli_mnist import add_parsers as add_mnist_parsers
 from .errors import LayerinvError
 from .invert import ALL_METHODS, invert
 from .layer import METHODS
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(commands)
     _add_demo(commands)
     add_hardness_parser(commands)
+    add_mnist_parsers(commands)
     return parser
 
 

@@ -63,6 +63,7 @@ import copy
 import numbers
 import time
 from collections.abc import Callable, Sequence
+from functools import wraps
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._blas import one_torch_thread
 from ._validation import as_float_array, check_choice, check_finite, check_positive
 from .errors import InputError
 from .invert import Inversion
@@ -134,7 +136,7 @@ _OPTION_NAMES = ("optimizer", "lr", "momentum", "steps", "restarts", "prior_weig
                  "sign_flip", "reduction", "target_loss", "rel_tol")
 
 
-def gradient_descent(generator: Network | nn.Module, x: object, *, preset: str = DEFAULT_PRESET,
+def _gradient_descent(generator: Network | nn.Module, x: object, *, preset: str = DEFAULT_PRESET,
                      optimizer: str | None = None, lr: float | None = None,
                      momentum: float | None = None, steps: int | None = None,
                      restarts: int | None = None, prior_weight: float | None = None,
@@ -243,6 +245,13 @@ def gradient_descent(generator: Network | nn.Module, x: object, *, preset: str =
                          seconds, "gd", history[0])
     return Inversion(z, success, status, [[] for _ in range(n_samples)], residual, seconds,
                      "gd", history)
+
+
+@wraps(_gradient_descent)
+def gradient_descent(*args: Any, **kwargs: Any) -> Inversion:
+    # One PyTorch thread: see _blas.one_torch_thread for the measurement behind it.
+    with one_torch_thread():
+        return _gradient_descent(*args, **kwargs)
 
 
 def invert_gd(net: Network, x: object, **options: Any) -> Inversion:
