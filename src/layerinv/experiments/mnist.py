@@ -19,7 +19,9 @@ set to 0).
 Metrics per instance (one dict row each): the latent relative error ||z - z*|| / ||z*||, the
 MSE and PSNR (peak 1: 10 log10(1 / MSE)) of G(z) against G(z*) on all 784 pixels, the PSNR
 against the real digit for 'digit' instances, and the wall-clock seconds of the method's call.
-Instance i uses numpy.random.default_rng([seed, i]), so instance i is the same whatever n.
+Instance i uses numpy.random.default_rng([seed, i, 1]), so instance i is the same whatever n
+(the trailing 1: NumPy drops trailing zeros, so [seed, 0] would equal seed, the stream of
+gradient descent's first restart).
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ def make_instances(net: Network, encoder: Encoder | None, n: int, *, source: str
             raise InputError(f"source='digit' has {len(digits)} held-out digits; asked for {n}")
     instances = []
     for i in range(n):
-        rng = np.random.default_rng([seed, i])
+        rng = np.random.default_rng([seed, i, 1])  # a non-zero tag: [s, 0] == s in NumPy
         digit = label = None
         if source == "gaussian":
             z = rng.standard_normal(net.input_dim)

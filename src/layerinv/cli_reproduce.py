@@ -1,0 +1,104 @@
+"""The `layerinv reproduce` and `layerinv report` commands.
+
+`add_parsers(subparsers)` registers both on the main parser's sub-command action; each sets
+`run` to a function taking the parsed arguments and returning the exit status (0 done, 1 some
+trials raised an error, 130 interrupted: run again to resume). `python -m layerinv.cli_reproduce`
+runs them on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+CHOICES = ("success-vs-k", "noise", "mnist", "sensing", "timing", "all")
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    from .reproduce import DEFAULT_DB, DEFAULT_OUT
+
+    p = subparsers.add_parser(
+        "reproduce", help="run the paper's experiments into a results file and report them",
+        description="Reproduce Lei et al. (2019): every trial is one row of an SQLite results "
+                    "file, written as soon as it finishes; running again skips finished trials "
+                    "(Ctrl-C, a killed worker or a lost machine lose nothing). Then writes "
+                    "DIR/REPORT.md, DIR/report.html and DIR/figures/.")
+    p.add_argument("experiment", nargs="?", default="all", choices=CHOICES,
+                   help="which experiment (default: all)")
+    p.add_argument("--quick", action="store_true",
+                   help="a few trials per grid point (under 5 minutes on 2 cores for 'all')")
+    p.add_argument("--trials", type=int, default=None, metavar="N",
+                   help="trials per grid point (default: the paper's, 200 for success-vs-k "
+                        "and noise; 2-3 with --quick)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="local worker processes (default: every core; 1: in this process)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="a Dask scheduler, tcp://HOST:PORT, to run the trials on a cluster")
+    p.add_argument("--db", default=DEFAULT_DB, metavar="PATH",
+                   help=f"the results file (default: {DEFAULT_DB})")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"the report folder (default: {DEFAULT_OUT})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_reproduce)
+
+    r = subparsers.add_parser(
+        "report", help="render REPORT.md, report.html and figures from a results file",
+        description="Re-render the report of a results file without computing anything.")
+    r.add_argument("--db", required=True, metavar="PATH", help="the results file")
+    r.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"the report folder (default: {DEFAULT_OUT})")
+    r.set_defaults(run=run_report)
+
+
+def run_reproduce(args: argparse.Namespace) -> int:
+    from .errors import InputError
+    from .reproduce import run_experiments
+
+    if args.trials is not None and args.trials < 1:
+        raise InputError(f"--trials must be >= 1; got {args.trials}")
+    if args.workers is not None and args.workers < 1 and args.workers != -1:
+        raise InputError(f"--workers must be >= 1 (or -1: every core); got {args.workers}")
+    if args.scheduler is not None and args.workers is not None:
+        print("note: --workers is ignored with --scheduler (the cluster has its own workers)")
+    result = run_experiments([args.experiment], quick=args.quick, trials=args.trials,
+                             workers=args.workers, scheduler=args.scheduler, db=args.db,
+                             out=args.out, progress=False if args.no_progress else None)
+    return result.exit_code
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .report import render
+    from .reproduce import terminal_summary
+    from .results import ResultsStore
+
+    with ResultsStore(args.db, create=False) as store:
+        path = render(store, args.out)
+        for name in store.experiments():
+            try:
+                print(terminal_summary(store, name))
+            except Exception as exc:  # an experiment this layerinv does not know
+                print(f"== {name}: cannot summarise ({exc})")
+            print()
+    print(f"report: {path} and {path.parent / 'report.html'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m layerinv.cli_reproduce reproduce|report ...` (the same as `layerinv ...`)."""
+    from .errors import LayerinvError
+
+    parser = argparse.ArgumentParser(prog="layerinv")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    add_parsers(commands)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except LayerinvError as exc:
+        print(f"layerinv {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

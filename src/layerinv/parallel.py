@@ -1,0 +1,335 @@
+"""Map trials over local processes or a Dask distributed cluster, yielding results as they come.
+
+`map_trials(fn, trials, shared, workers, scheduler)` calls `fn(trial, shared)` for every trial
+and yields `(trial, result)` in the order they finish, so that the caller can store each result
+at once. Three back ends:
+
+- in process (`workers=1`, or when the whole map is estimated under `min_parallel_seconds`):
+  no pool at all; the simplest to debug, and the notes (../shared/notes/lp-solvers.md) measured
+  a 2-process pool to pay only for batches holding more than about 1 s of work.
+- local processes (default, one per usable core): `concurrent.futures.ProcessPoolExecutor` on a
+  'forkserver' context ('spawn' where there is none), so no worker inherits the parent's
+  threads or locks. `shared` (e.g. a network) is pickled once per worker through the pool's
+  `initializer`, never per trial. Workers ignore SIGINT: Ctrl-C reaches the parent only, which
+  cancels what has not started and ends the workers.
+- Dask (`scheduler='tcp://HOST:PORT'` or a `distributed.Client`): `shared` is scattered once with
+  `broadcast=True`, each chunk of trials is one `client.submit`, results come from
+  `as_completed`. A worker that dies has its tasks rescheduled by the scheduler.
+
+Trials are grouped into chunks holding about `chunk_seconds` of estimated work (`cost(trial)`,
+default 1 s per trial), so that millisecond trials do not pay a round trip each; a chunk is
+yielded trial by trial when it returns, and at most one chunk per worker is lost when a worker
+dies. Catch exceptions inside `fn` to keep going: locally they propagate as raised, and on Dask
+any failed task is a `WorkerLostError`, as is a local worker that dies (killed, out of memory);
+the results yielded before stay valid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from .errors import InputError, LayerinvError
+
+CHUNK_SECONDS = 0.5
+MIN_PARALLEL_SECONDS = 1.5
+CHUNKS_PER_WORKER = 4
+"""Chunks are also capped so that each worker gets at least this many (load balance)."""
+DASK_CONNECT_TIMEOUT_S = 30
+PARENT_POLL_S = 1.0
+
+_SHARED: Any = None
+"""The shared object of this worker process (set by the pool initializer)."""
+
+
+class WorkerLostError(LayerinvError, RuntimeError):
+    """A worker process died (killed or out of memory) in the middle of a map."""
+
+
+# ------------------------------------------------------------------------------- helpers
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask where the platform has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(workers: int | None) -> int:
+    """None or -1: every usable core; else a positive int."""
+    if workers is None or workers == -1:
+        return usable_cores()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InputError(f"workers must be a positive int, -1 or None (every core); "
+                         f"got {workers!r}")
+    return workers
+
+
+@contextlib.contextmanager
+def single_thread_torch() -> Iterator[None]:
+    """PyTorch on one intra-op thread for the duration (restored after), if installed.
+
+    Gradient-descent trials work on (10 x 600) tensors: extra OpenMP threads only add
+    synchronisation, and on a shared 2-core machine they spin-wait for a busy core.
+    """
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is optional
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def local_workers(trials: Sequence[Any], workers: int | None,
+                  cost: Callable[[Any], float] | None = None,
+                  min_parallel_seconds: float = MIN_PARALLEL_SECONDS) -> int:
+    """The local processes `map_trials` uses for these trials: 1 means in this process."""
+    n = min(resolve_workers(workers), max(1, len(trials)))
+    total = sum(1.0 if cost is None else float(cost(t)) for t in trials)
+    return 1 if total < min_parallel_seconds else n
+
+
+def make_chunks(trials: Sequence[Any], workers: int,
+                cost: Callable[[Any], float] | None = None,
+                chunk_seconds: float = CHUNK_SECONDS) -> list[list[Any]]:
+    """Consecutive trials grouped into chunks of about `chunk_seconds` of estimated work."""
+    if not trials:
+        return []
+    cap = max(1, -(-len(trials) // (workers * CHUNKS_PER_WORKER)))
+    chunks: list[list[Any]] = []
+    current: list[Any] = []
+    load = 0.0
+    for trial in trials:
+        current.append(trial)
+        load += 1.0 if cost is None else float(cost(trial))
+        if load >= chunk_seconds or len(current) >= cap:
+            chunks.append(current)
+            current, load = [], 0.0
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _init_worker(shared: Any, setup: Callable[[], None] | None, parent: int) -> None:
+    global _SHARED
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
+                     name="layerinv-watch-parent").start()
+    _SHARED = shared
+    if setup is not None:
+        setup()
+
+
+def _watch_parent(parent: int, every: float = PARENT_POLL_S) -> None:
+    """End this worker once the process that started the pool is gone.
+
+    A parent killed with SIGKILL cannot stop its pool, and idle pool workers would wait on
+    their task queue for ever (they hold both ends of its pipe, so they never see EOF).
+    """
+    while True:
+        time.sleep(every)
+        if not _alive(parent):
+            os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # gone, or the pid now belongs to another
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no /proc (macOS): kill(0) is all there is
+        return True
+    return state not in (b"Z", b"X")
+
+
+def _run_chunk_local(fn: Callable[[Any, Any], Any], chunk: list[Any]) -> list[Any]:
+    return [fn(trial, _SHARED) for trial in chunk]
+
+
+_LOCALIZED: dict[int, tuple[Any, Any]] = {}
+
+
+def localize(shared: Any) -> Any:
+    """A copy of `shared` rebuilt by an in-band pickle round trip, once per object and process.
+
+    Dask hands NumPy arrays over as views of its receive buffers, which can be misaligned (an
+    address that is not a multiple of 8 was seen): NumPy's matmul then leaves BLAS for its own
+    loop, and results differ from the local run in the last bits. Arrays rebuilt from an
+    in-band pickle are freshly allocated and aligned, as in a local worker.
+    """
+    if shared is None:
+        return None
+    key = id(shared)
+    cached = _LOCALIZED.get(key)
+    if cached is None or cached[0] is not shared:
+        cached = (shared, pickle.loads(pickle.dumps(shared, protocol=4)))
+        _LOCALIZED[key] = cached
+    return cached[1]
+
+
+def _run_chunk_given(fn: Callable[[Any, Any], Any], chunk: list[Any], shared: Any
+                     ) -> list[Any]:
+    own = localize(shared)
+    return [fn(trial, own) for trial in chunk]
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+# ------------------------------------------------------------------------------- the map
+def map_trials(fn: Callable[[Any, Any], Any], trials: Iterable[Any], shared: Any = None,
+               workers: int | None = None, scheduler: Any = None, *,
+               cost: Callable[[Any], float] | None = None,
+               chunk_seconds: float = CHUNK_SECONDS,
+               min_parallel_seconds: float = MIN_PARALLEL_SECONDS,
+               setup: Callable[[], None] | None = None) -> Iterator[tuple[Any, Any]]:
+    """Yield `(trial, fn(trial, shared))` for every trial, in the order they finish.
+
+    Parameters
+    ----------
+    fn : callable (trial, shared) -> result
+        Must be picklable by reference (a module-level function) for the process and Dask
+        back ends; trials and results must be picklable.
+    trials : iterable
+    shared : object
+        Built once by the caller and sent once to each worker.
+    workers : int, optional
+        Local processes (None or -1: every usable core; 1: in this process). Ignored with a
+        scheduler: the cluster has its own.
+    scheduler : str or distributed.Client, optional
+        A Dask scheduler address ('tcp://HOST:PORT') or a connected Client.
+    cost : callable trial -> float, optional
+        Estimated seconds of one trial, for chunking (default 1 s per trial).
+    min_parallel_seconds : float
+        Below this much estimated work in all, local runs stay in process (a pool costs
+        about a second to start).
+    setup : callable, optional
+        Run once in each local worker process (and once here for the in-process back end).
+
+    Use it in a `with contextlib.closing(...)` block, or exhaust it: closing the generator
+    cancels the work not yet done and ends local workers.
+    """
+    trials = list(trials)
+    if not trials:
+        return
+    if scheduler is not None:
+        yield from _map_dask(fn, trials, shared, scheduler, cost, chunk_seconds)
+        return
+    n_workers = local_workers(trials, workers, cost, min_parallel_seconds)
+    if n_workers == 1:
+        if setup is not None:
+            setup()
+        for trial in trials:
+            yield trial, fn(trial, shared)
+        return
+    yield from _map_local(fn, trials, shared, n_workers, cost, chunk_seconds, setup)
+
+
+def _map_local(fn: Callable[[Any, Any], Any], trials: list[Any], shared: Any, workers: int,
+               cost: Callable[[Any], float] | None, chunk_seconds: float,
+               setup: Callable[[], None] | None) -> Iterator[tuple[Any, Any]]:
+    chunks = make_chunks(trials, workers, cost, chunk_seconds)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(),
+                               initializer=_init_worker,
+                               initargs=(shared, setup, os.getpid()))
+    pending: dict[Future, list[Any]] = {}
+    clean = False
+    try:
+        for chunk in chunks:
+            pending[pool.submit(_run_chunk_local, fn, chunk)] = chunk
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                chunk = pending.pop(future)
+                try:
+                    results = future.result()
+                except BrokenProcessPool:
+                    raise WorkerLostError(
+                        "a worker process died (killed, or out of memory) with "
+                        f"{sum(len(c) for c in pending.values()) + len(chunk)} trials not "
+                        "done; the finished ones are kept: run again to resume") from None
+                yield from zip(chunk, results, strict=True)
+        clean = True
+    finally:
+        if clean:
+            pool.shutdown(wait=True)
+        else:
+            _stop_pool(pool)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end the workers now (Ctrl-C, an error, a close)."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    processes = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        with contextlib.suppress(Exception):
+            if process.is_alive():
+                process.terminate()
+    for process in list(processes.values()):
+        with contextlib.suppress(Exception):
+            process.join(timeout=5)
+
+
+def _map_dask(fn: Callable[[Any, Any], Any], trials: list[Any], shared: Any, scheduler: Any,
+              cost: Callable[[Any], float] | None,
+              chunk_seconds: float) -> Iterator[tuple[Any, Any]]:
+    try:
+        from distributed import Client, as_completed
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise LayerinvError(f"--scheduler needs dask.distributed: {exc}") from None
+    own = not isinstance(scheduler, Client)
+    if own:
+        try:
+            client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise LayerinvError(f"cannot reach the Dask scheduler {scheduler!r}: "
+                                f"{type(exc).__name__}: {exc}") from None
+    else:
+        client = scheduler
+    futures: list[Any] = []
+    try:
+        n_workers = max(1, sum(info.get("nthreads", 1) for info in
+                               client.scheduler_info().get("workers", {}).values()))
+        chunks = make_chunks(trials, n_workers, cost, chunk_seconds)
+        # A list, so that a dict-shaped shared object is scattered whole, not per key.
+        shared_ref = client.scatter([shared], broadcast=True, hash=False)[0]
+        by_key = {}
+        for chunk in chunks:
+            future = client.submit(_run_chunk_given, fn, chunk, shared_ref, pure=False)
+            by_key[future.key] = chunk
+            futures.append(future)
+        for future in as_completed(futures):
+            try:
+                results = future.result()
+            except Exception as exc:  # fn's own errors are its business; this is the cluster
+                raise WorkerLostError(
+                    f"the Dask cluster lost a task ({type(exc).__name__}: {exc}); the finished "
+                    "trials are kept: run again to resume") from None
+            yield from zip(by_key[future.key], results, strict=True)
+            future.release()
+    finally:
+        for future in futures:
+            if not future.done():
+                future.cancel()
+        if own:
+            client.close()

@@ -1,0 +1,413 @@
+"""The SQLite store of experiment trials: one row per finished trial, committed at once.
+
+A results file holds two tables:
+
+- `meta` (key, value): `magic` = 'layerinv-results' (what marks a file as ours),
+  `schema_version`, `created_at` (UTC, ISO 8601) and `created_by` (the layerinv version).
+- `trials`: experiment, trial_key, method, seed, params (JSON), metrics (JSON), seconds (the
+  trial's wall time), versions (JSON: packages, Python, platform, parallelism), finished_at;
+  UNIQUE (experiment, trial_key). `trial_key` is the canonical JSON of the parameters (sorted
+  keys, no spaces), seed and method included, so running a grid again finds its finished trials
+  by key and skips them.
+
+Every trial is inserted in its own transaction as soon as it finishes (WAL journal,
+synchronous=FULL): a run stopped by Ctrl-C, a killed process or a lost machine keeps every
+trial that finished. `INSERT OR IGNORE` makes a trial written twice (two runs on one file)
+harmless: the first row stays.
+
+Opening a file that exists is checked first on a read-only connection (SQLite's `mode=ro`):
+a file that is not SQLite, an SQLite database without our `meta` magic, one written by a newer
+schema, or a corrupt one (`PRAGMA quick_check`) is a `ResultsFileError` naming the path, and
+the file is never written to. An empty file (0 bytes) holds nothing and becomes a new store.
+A new file is built under a temporary name and hard-linked into place (which fails if the name
+was taken meanwhile), so a results file appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import math
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import LayerinvError
+
+MAGIC = "layerinv-results"
+SCHEMA_VERSION = 1
+SQLITE_HEADER = b"SQLite format 3\x00"
+BUSY_TIMEOUT_S = 60.0
+TRIAL_COLUMNS = ("id", "experiment", "trial_key", "method", "seed", "params", "metrics",
+                 "seconds", "versions", "finished_at")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trials (
+    id          INTEGER PRIMARY KEY,
+    experiment  TEXT NOT NULL,
+    trial_key   TEXT NOT NULL,
+    method      TEXT,
+    seed        INTEGER,
+    params      TEXT NOT NULL,
+    metrics     TEXT NOT NULL,
+    seconds     REAL NOT NULL,
+    versions    TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    UNIQUE (experiment, trial_key)
+);
+"""
+
+
+class ResultsFileError(LayerinvError, OSError):
+    """A results file that is not a layerinv results store, or is corrupt or unreadable."""
+
+
+# ----------------------------------------------------------------------------------- JSON
+def to_jsonable(value: Any) -> Any:
+    """`value` with NumPy scalars and arrays turned into Python numbers and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def dumps(value: Any) -> str:
+    """Canonical JSON: sorted keys, no spaces; NaN and infinities allowed (as JSON5 names)."""
+    return json.dumps(to_jsonable(value), sort_keys=True, separators=(",", ":"))
+
+
+def trial_key(params: Mapping[str, Any]) -> str:
+    """The canonical JSON of a trial's parameters: its identity in the store.
+
+    Parameters must be JSON values (str, int, float, bool, None, lists, dicts); NaN and
+    infinities are refused, since they would not compare equal to themselves.
+    """
+    if not isinstance(params, Mapping):
+        raise TypeError(f"trial parameters must be a mapping; got {type(params).__name__}")
+    try:
+        return json.dumps(to_jsonable(params), sort_keys=True, separators=(",", ":"),
+                          allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"trial parameters must be JSON values (finite numbers, strings, "
+                        f"lists, dicts); got {params!r}: {exc}") from None
+
+
+# ----------------------------------------------------------------------------------- rows
+@dataclass(frozen=True)
+class TrialRow:
+    """One finished trial as stored."""
+
+    experiment: str
+    trial_key: str
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    seconds: float
+    versions: dict[str, Any]
+    finished_at: str
+    method: str | None = None
+    seed: int | None = None
+
+    def record(self) -> dict[str, Any]:
+        """Parameters and metrics in one dict, plus `trial_seconds` (the trial's wall time)."""
+        return {**self.params, **self.metrics, "trial_seconds": self.seconds}
+
+
+# ----------------------------------------------------------------------------------- store
+class ResultsStore:
+    """A layerinv results file (SQLite). Use as a context manager or call `close()`.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The file. Created (with its parent folders) if it does not exist and `create` is True.
+    create : bool
+        False: a missing file is a ResultsFileError (for readers such as `layerinv report`).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True):
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        if self.path.is_dir():
+            raise ResultsFileError(f"results file {str(self.path)!r} is a directory")
+        if not self.path.exists():
+            if not create:
+                raise ResultsFileError(f"results file {str(self.path)!r} does not exist: "
+                                       f"nothing to read")
+            _create_atomically(self.path)
+        elif self.path.stat().st_size == 0:
+            if not create:
+                raise ResultsFileError(f"results file {str(self.path)!r} is empty: nothing "
+                                       f"to read")
+            _initialise_file(self.path)  # an empty file holds nothing to lose
+        check_results_file(self.path)
+        self._conn = _connect(self.path)
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise ResultsFileError(f"results file {str(self.path)!r} is closed")
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ reading
+    def meta(self) -> dict[str, str]:
+        return dict(self._connection.execute("SELECT key, value FROM meta").fetchall())
+
+    def done_keys(self, experiment: str) -> set[str]:
+        """The trial keys already finished for `experiment`."""
+        cursor = self._connection.execute(
+            "SELECT trial_key FROM trials WHERE experiment = ?", (experiment,))
+        return {key for (key,) in cursor}
+
+    def experiments(self) -> list[str]:
+        """Experiments with at least one row, in the order of their first row."""
+        cursor = self._connection.execute(
+            "SELECT experiment, MIN(id) FROM trials GROUP BY experiment ORDER BY MIN(id)")
+        return [name for name, _ in cursor]
+
+    def count(self, experiment: str | None = None) -> int:
+        if experiment is None:
+            return int(self._connection.execute("SELECT COUNT(*) FROM trials").fetchone()[0])
+        return int(self._connection.execute(
+            "SELECT COUNT(*) FROM trials WHERE experiment = ?", (experiment,)).fetchone()[0])
+
+    def rows(self, experiment: str | None = None) -> list[TrialRow]:
+        """Every stored trial (of one experiment), in the order they were written."""
+        return list(self.iter_rows(experiment))
+
+    def iter_rows(self, experiment: str | None = None) -> Iterator[TrialRow]:
+        query = ("SELECT experiment, trial_key, method, seed, params, metrics, seconds, "
+                 "versions, finished_at FROM trials")
+        args: tuple[Any, ...] = ()
+        if experiment is not None:
+            query += " WHERE experiment = ?"
+            args = (experiment,)
+        query += " ORDER BY id"
+        try:
+            for (name, key, method, seed, params, metrics, seconds, versions,
+                 finished) in self._connection.execute(query, args):
+                yield TrialRow(name, key, json.loads(params), json.loads(metrics),
+                               float(seconds), json.loads(versions), finished, method, seed)
+        except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:
+            raise ResultsFileError(f"results file {str(self.path)!r} holds an unreadable "
+                                   f"row: {exc}") from None
+
+    # ------------------------------------------------------------------ writing
+    def add(self, experiment: str, params: Mapping[str, Any], metrics: Mapping[str, Any],
+            seconds: float, versions: Mapping[str, Any] | None = None) -> bool:
+        """Store one finished trial in its own transaction; False if its key was already there."""
+        key = trial_key(params)
+        method = params.get("method")
+        seed = params.get("seed")
+        values = (experiment, key, None if method is None else str(method),
+                  seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+                  key, dumps(metrics), float(seconds), dumps(versions or {}), _now())
+        conn = self._connection
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO trials (experiment, trial_key, method, seed, params, "
+                "metrics, seconds, versions, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return cursor.rowcount == 1
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A read-write connection in autocommit mode (explicit transactions), WAL, fsync'd."""
+    try:
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise ResultsFileError(f"results file {str(path)!r} cannot be opened: {exc}") from None
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise ResultsFileError(f"results file {str(path)!r} cannot be used: {exc}") from None
+    return conn
+
+
+def _initialise_file(path: Path) -> None:
+    """Create our tables and meta in `path` (a new or empty file)."""
+    from . import __version__
+
+    conn = _connect(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                         [("magic", MAGIC), ("schema_version", str(SCHEMA_VERSION)),
+                          ("created_at", _now()), ("created_by", f"layerinv {__version__}")])
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise ResultsFileError(f"results file {str(path)!r} cannot be created: {exc}") from None
+    finally:
+        conn.close()
+
+
+def _create_atomically(path: Path) -> None:
+    """A new results file appears complete or not at all: built aside, then linked into place.
+
+    os.link fails if `path` appeared meanwhile (another run created it): that file is then
+    checked like any existing one, never replaced.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        _initialise_file(temporary)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links: no race protection, same result
+            if not path.exists():
+                os.replace(temporary, path)
+    finally:
+        for leftover in (temporary, temporary.with_name(temporary.name + "-wal"),
+                         temporary.with_name(temporary.name + "-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+def open_results(path: str | os.PathLike[str], *, create: bool = True) -> ResultsStore:
+    """`ResultsStore(path, create=create)`."""
+    return ResultsStore(path, create=create)
+
+
+# ----------------------------------------------------------------------------------- checks
+def check_results_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Check, read-only, that `path` is a readable layerinv results store; return its meta.
+
+    Raises ResultsFileError naming the file otherwise. Nothing is written to the file.
+    """
+    path = Path(path)
+    name = repr(str(path))
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise ResultsFileError(f"results file {name} cannot be read: {exc}") from None
+    if header != SQLITE_HEADER:
+        raise ResultsFileError(
+            f"{name} is not a layerinv results file: it is not an SQLite database (its first "
+            f"bytes are {header[:16]!r}); refusing to touch it. Pass --db a new path or a file "
+            f"written by `layerinv reproduce`.")
+    uri = path.resolve().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+    except sqlite3.Error as exc:
+        raise ResultsFileError(f"results file {name} cannot be opened: {exc}") from None
+    try:
+        check = conn.execute("PRAGMA quick_check").fetchall()
+        if [tuple(r) for r in check] != [("ok",)]:
+            problems = "; ".join(str(r[0]) for r in check[:3])
+            raise ResultsFileError(f"results file {name} is corrupt (SQLite integrity check: "
+                                   f"{problems}); it was left as it is")
+        tables = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" not in tables:
+            raise ResultsFileError(
+                f"{name} is an SQLite database but not a layerinv results file (no 'meta' "
+                f"table; tables: {sorted(tables) or 'none'}); refusing to touch it")
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.Error as exc:
+            raise ResultsFileError(f"{name} is an SQLite database but not a layerinv results "
+                                   f"file (its 'meta' table is not ours: {exc})") from None
+        if meta.get("magic") != MAGIC:
+            raise ResultsFileError(
+                f"{name} is an SQLite database but not a layerinv results file (meta magic "
+                f"{meta.get('magic')!r}, expected {MAGIC!r}); refusing to touch it")
+        try:
+            version = int(meta.get("schema_version", ""))
+        except ValueError:
+            raise ResultsFileError(f"results file {name} has an unreadable schema_version "
+                                   f"{meta.get('schema_version')!r}") from None
+        if version > SCHEMA_VERSION:
+            raise ResultsFileError(
+                f"results file {name} was written by a newer layerinv (schema {version}; this "
+                f"one reads up to {SCHEMA_VERSION}); it was left as it is")
+        if "trials" not in tables:
+            raise ResultsFileError(f"results file {name} has no 'trials' table: corrupt")
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(trials)")}
+        missing = [c for c in TRIAL_COLUMNS if c not in columns]
+        if missing:
+            raise ResultsFileError(f"results file {name}: its 'trials' table lacks the "
+                                   f"columns {missing}: corrupt or foreign")
+        return meta
+    except sqlite3.DatabaseError as exc:
+        raise ResultsFileError(f"results file {name} is corrupt or unreadable ({exc}); it was "
+                               f"left as it is") from None
+    finally:
+        conn.close()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality of JSON values in which NaN equals NaN (for comparing stored metrics)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def comparable(rows: Iterable[TrialRow], timing_fields: Mapping[str, Iterable[str]]
+               ) -> dict[tuple[str, str], dict[str, Any]]:
+    """Rows keyed by (experiment, trial_key), their metrics without the timing fields.
+
+    `timing_fields` maps an experiment name to the metric names that are wall-clock times
+    (they differ from run to run); the trial's own `seconds` column is always left out.
+    """
+    out = {}
+    for row in rows:
+        skip = set(timing_fields.get(row.experiment, ()))
+        out[(row.experiment, row.trial_key)] = {k: v for k, v in row.metrics.items()
+                                                if k not in skip}
+    return out

@@ -1,0 +1,347 @@
+"""`layerinv reproduce` / `layerinv report`: rows, resuming after a kill, Dask, the report."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import io
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from layerinv.cli_reproduce import add_parsers
+from layerinv.cli_reproduce import main as cli_main
+from layerinv.errors import InputError
+from layerinv.experiments import noise, success_vs_k, timing
+from layerinv.reproduce import (
+    EXPERIMENTS,
+    MNIST,
+    SENSING,
+    execute_trial,
+    load_experiment,
+    run_experiments,
+    timing_fields,
+)
+from layerinv.results import ResultsFileError, ResultsStore, comparable, json_equal, trial_key
+
+ROOT = Path(__file__).resolve().parents[1]
+NOISE_TRIALS = 2
+NOISE_TOTAL = 2 * 2 * 6 * 2 * NOISE_TRIALS  # networks x noises x levels x methods x trials
+
+
+def stored(path) -> dict:
+    with ResultsStore(path, create=False) as store:
+        return comparable(store.rows(), {name: timing_fields(name) for name in EXPERIMENTS})
+
+
+def assert_same_rows(a, b) -> None:
+    rows_a, rows_b = stored(a), stored(b)
+    assert rows_a.keys() == rows_b.keys()
+    different = [key for key in rows_a if not json_equal(rows_a[key], rows_b[key])]
+    assert not different, f"{len(different)} rows differ, first {different[0]}"
+
+
+def count_rows(path) -> int:
+    """Rows committed so far (a plain reader: the writer may be running)."""
+    if not Path(path).exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM trials").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "layerinv.cli_reproduce", *args]
+
+
+def env() -> dict[str, str]:
+    out = dict(os.environ)
+    out["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + out.get("PYTHONPATH", "")
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted in-process quick run of `noise` (2 trials per point) and its report."""
+    base = tmp_path_factory.mktemp("reference")
+    out = io.StringIO()
+    result = run_experiments(["noise"], quick=True, trials=NOISE_TRIALS, workers=1,
+                             db=base / "ref.sqlite", out=base / "report", stream=out)
+    return base, result, out.getvalue()
+
+
+# ------------------------------------------------------------------------------ a quick run
+def test_quick_run_writes_rows_report_and_figures(reference):
+    base, result, text = reference
+    assert result.exit_code == 0 and not result.failed
+    assert result.planned == result.computed == NOISE_TOTAL
+    with ResultsStore(base / "ref.sqlite", create=False) as store:
+        rows = store.rows("noise")
+        assert len(rows) == NOISE_TOTAL
+        row = rows[0]
+        assert {"rel_error", "linf_error", "eps", "status", "seconds"} <= set(row.metrics)
+        assert row.method in ("linf", "l1") and row.seed == noise.SEED and row.seconds > 0
+        assert row.versions["numpy"] and row.versions["layerinv"]
+        assert row.versions["scheduler"] == "local"
+    report = base / "report" / "REPORT.md"
+    markdown = report.read_text()
+    assert "Recovery error against noise" in markdown and "**Paper.**" in markdown
+    assert "**Verdict.** We " in markdown and "Machine and versions" in markdown
+    figures = sorted((base / "report" / "figures").glob("*.png"))
+    assert [f.name for f in figures] == ["noise_linf_theorem.png", "noise_relative_error.png"]
+    for figure in figures:
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"](figures/{figure.name})" in markdown
+    page = (base / "report" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "<table>" in page
+    assert "src=\"figures/" not in page  # self-contained
+    embedded = page.split("data:image/png;base64,")[1].split('"')[0]
+    assert base64.b64decode(embedded)[:4] == b"\x89PNG"
+    assert "== noise" in text and "| network | noise |" in text
+
+
+def test_rerun_of_a_complete_file_computes_nothing_and_report_rerenders(reference, tmp_path):
+    base, _, _ = reference
+    out = io.StringIO()
+    started = time.perf_counter()
+    again = run_experiments(["noise"], quick=True, trials=NOISE_TRIALS, workers=1,
+                            db=base / "ref.sqlite", out=tmp_path / "again", stream=out)
+    assert again.computed == 0 and again.already_done == NOISE_TOTAL
+    assert f"{NOISE_TOTAL} done, 0 to run" in out.getvalue()
+    assert time.perf_counter() - started < 30
+    # The quick grid with 1 trial per point is a subset: nothing to run either.
+    fewer = run_experiments(["noise"], quick=True, trials=1, workers=1,
+                            db=base / "ref.sqlite", out=None, stream=io.StringIO())
+    assert fewer.computed == 0 and fewer.planned == NOISE_TOTAL // 2
+    # `layerinv report` re-renders from the file alone.
+    code = cli_main(["report", "--db", str(base / "ref.sqlite"), "--out", str(tmp_path / "r")])
+    assert code == 0
+    assert (tmp_path / "r" / "REPORT.md").read_text().count("![noise") == 2
+    assert (tmp_path / "r" / "report.html").exists()
+
+
+# ------------------------------------------------------------------------------ kill, resume
+def marked_processes(mark: str) -> list[int]:
+    """Live processes whose environment holds `mark` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if mark.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_killed_run_resumes_without_recomputing(reference, tmp_path, workers):
+    base, _, _ = reference
+    db = tmp_path / "killed.sqlite"
+    args = ("reproduce", "noise", "--quick", "--trials", str(NOISE_TRIALS), "--workers",
+            str(workers), "--db", str(db), "--out", str(tmp_path / "report"), "--no-progress")
+    mark = f"LAYERINV_TEST_RUN={uuid.uuid4().hex}"
+    # No pipes: workers that outlived the kill would hold them open.
+    process = subprocess.Popen(cli(*args), env={**env(), mark.split("=")[0]: mark},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while count_rows(db) < 10 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    at_kill = count_rows(db)
+    assert 10 <= at_kill < NOISE_TOTAL, f"{at_kill} rows at the kill: not in the middle"
+    if Path("/proc/self/environ").exists():  # the pool's workers do not outlive the run
+        deadline = time.monotonic() + 15
+        while marked_processes(mark) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert marked_processes(mark) == []
+    with ResultsStore(db, create=False) as store:
+        before = {row.trial_key: (row.seconds, row.finished_at) for row in store.rows()}
+
+    finish = subprocess.run(cli(*args), env=env(), capture_output=True, text=True, timeout=120)
+    assert finish.returncode == 0, finish.stdout + finish.stderr
+    assert f"{len(before)} done, {NOISE_TOTAL - len(before)} to run" in finish.stdout
+    with ResultsStore(db, create=False) as store:
+        after = {row.trial_key: (row.seconds, row.finished_at) for row in store.rows()}
+    assert len(after) == NOISE_TOTAL
+    assert all(after[key] == value for key, value in before.items())  # not recomputed
+    assert_same_rows(db, base / "ref.sqlite")
+
+    complete = subprocess.run(cli(*args), env=env(), capture_output=True, text=True,
+                              timeout=120)
+    assert complete.returncode == 0
+    assert f"{NOISE_TOTAL} done, 0 to run" in complete.stdout
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, workers):
+    db = tmp_path / "interrupted.sqlite"
+    args = ("reproduce", "noise", "--quick", "--trials", str(NOISE_TRIALS), "--workers",
+            str(workers), "--db", str(db), "--out", str(tmp_path / "report"), "--no-progress")
+    process = subprocess.Popen(cli(*args), env=env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while count_rows(db) < 5 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    rows = count_rows(db)
+    if process.returncode == 0:  # pragma: no cover - finished before the signal arrived
+        pytest.skip("the run finished before Ctrl-C")
+    assert process.returncode == 130, stdout + stderr
+    assert f"{rows} of {NOISE_TOTAL} trials done; run again to resume" in stdout
+    assert "Traceback" not in stderr
+    assert 5 <= rows < NOISE_TOTAL
+
+
+# ------------------------------------------------------------------------------ parallel
+def test_local_processes_and_a_dask_cluster_give_the_same_rows(reference, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    base, _, _ = reference
+    pool = run_experiments(["noise"], quick=True, trials=NOISE_TRIALS, workers=2,
+                           db=tmp_path / "pool.sqlite", out=None, stream=io.StringIO())
+    assert pool.computed == NOISE_TOTAL
+    with ResultsStore(tmp_path / "pool.sqlite", create=False) as store:
+        assert {row.versions["workers"] for row in store.rows()} == {2}
+    assert_same_rows(tmp_path / "pool.sqlite", base / "ref.sqlite")
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as cluster:
+        result = run_experiments(["noise"], quick=True, trials=NOISE_TRIALS,
+                                 scheduler=cluster.scheduler_address,
+                                 db=tmp_path / "dask.sqlite", out=None, stream=io.StringIO())
+    assert result.computed == NOISE_TOTAL and not result.failed
+    with ResultsStore(tmp_path / "dask.sqlite", create=False) as store:
+        assert {row.versions["scheduler"] for row in store.rows()} == {"dask"}
+    assert_same_rows(tmp_path / "dask.sqlite", base / "ref.sqlite")
+
+
+# ------------------------------------------------------------------------------ bad files
+def test_a_file_that_is_not_ours_is_refused_before_anything_runs(tmp_path, capsys):
+    path = tmp_path / "precious.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE accounts (id INTEGER, balance REAL)")
+    conn.execute("INSERT INTO accounts VALUES (1, 100.0)")
+    conn.commit()
+    conn.close()
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(ResultsFileError, match="not a layerinv results file"):
+        run_experiments(["noise"], quick=True, trials=1, workers=1, db=path, out=None,
+                        stream=io.StringIO())
+    code = cli_main(["reproduce", "noise", "--quick", "--trials", "1", "--workers", "1",
+                     "--db", str(path), "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "not a layerinv results file" in capsys.readouterr().err
+    code = cli_main(["report", "--db", str(path), "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------ registry
+def test_registry_grids_are_json_unique_and_quick_is_part_of_full():
+    for name in EXPERIMENTS:
+        experiment = load_experiment(name)
+        quick = experiment.grid(True, None)
+        full = {trial_key(p) for p in experiment.grid(False, None)}
+        keys = [trial_key(p) for p in quick]
+        assert len(keys) == len(set(keys)), name
+        assert set(keys) <= full, f"{name}: the quick grid is not part of the full grid"
+        assert all("method" in p and "seed" in p for p in quick), name
+        assert "seconds" in experiment.TIMING_FIELDS
+        for attribute in ("figures", "summary", "verdict", "run_trial", "TITLE", "PAPER"):
+            assert getattr(experiment, attribute, None), (name, attribute)
+    svk = success_vs_k.grid(False, None)
+    assert len(svk) == 2 * 25 * 3 * 200
+    assert {p["k"] for p in svk} == set(range(10, 251, 10))
+    assert len(noise.grid(False, None)) == 2 * 2 * 6 * 2 * 200
+    assert {p["net"] for p in timing.grid(True, 1)} == {*(f"k={k}" for k in timing.K_VALUES),
+                                                         "mnist"}
+    with pytest.raises(InputError, match="experiment must be one of"):
+        run_experiments(["nope"], db=":memory:", out=None, stream=io.StringIO())
+
+
+def test_trials_depend_only_on_their_parameters():
+    params = {"activation": "relu", "k": 10, "hidden": 30, "output": 80, "noise": 1e-9,
+              "method": "linf", "instance": 3, "seed": 0}
+    first = execute_trial(("success-vs-k", params), None)
+    second = execute_trial(("success-vs-k", dict(reversed(list(params.items())))), None)
+    assert "error" not in first, first.get("traceback")
+    assert first["metrics"]["success"] and first["metrics"]["rel_error"] < 1e-6
+    drop = set(success_vs_k.TIMING_FIELDS)
+    assert {k: v for k, v in first["metrics"].items() if k not in drop} == \
+        {k: v for k, v in second["metrics"].items() if k not in drop}
+    broken = execute_trial(("success-vs-k", {**params, "activation": "nope"}), None)
+    assert "error" in broken and "traceback" in broken
+
+
+def test_success_vs_k_figure_and_verdict_from_rows(tmp_path):
+    rows = []
+    for k in (10, 90, 130, 170):
+        for i in range(10):
+            limit = float(success_vs_k.identifiability_limit(k))
+            rows.append({"activation": "relu", "k": k, "method": "linf", "instance": i,
+                         "success": i < round(10 * limit), "seconds": 0.01})
+            rows.append({"activation": "relu", "k": k, "method": "gd", "instance": i,
+                         "success": k < 90, "seconds": 1.0})
+            rows.append({"activation": "leaky_relu", "k": k, "method": "linf", "instance": i,
+                         "success": True, "seconds": 0.01})
+    (path,) = success_vs_k.figures(rows, tmp_path)
+    assert path.name == "success_vs_k.png" and path.stat().st_size > 10_000
+    sentence = success_vs_k.verdict(rows)
+    assert sentence.startswith("We match Figure 2")
+    assert "every trial up to k = 90" in sentence and "first reaches 0 at k = 90" in sentence
+    assert "| ReLU | 130 | 10 |" in success_vs_k.summary(rows)
+    worse = [dict(r, success=False) if r["method"] == "linf" and r["activation"] == "relu"
+             else r for r in rows]
+    assert success_vs_k.verdict(worse).startswith("We fall short of Figure 2")
+
+
+def test_timing_summary_and_verdict_from_rows(tmp_path):
+    rows = [{"net": net, "method": method, "instance": i, "seconds": seconds,
+             "success": True, "_workers": 1}
+            for net in timing.NETS for i in range(3)
+            for method, seconds in (("linf", 0.05), ("l1", 0.06), ("gd", 1.9))]
+    table = timing.summary(rows)
+    assert "| 10 x 250 x 600 | 3 | 0.050 | 0.060 | 1.900 | 0.63-1.03" in table
+    assert "MNIST 20 x 60 x 784" in table
+    assert timing.verdict(rows).startswith("We exceed Table 1")
+    assert timing.figures(rows, tmp_path)[0].exists()
+
+
+def test_adapters_are_registered_for_mnist_and_sensing():
+    assert MNIST.available() == (True, "")
+    assert SENSING.available() == (True, "")
+    assert {p["task"] for p in MNIST.grid(True, None)} == set(MNIST.TASKS)
+    assert {p["m"] for p in SENSING.grid(True, 1)} == set(SENSING.QUICK_MS)
+
+
+def test_cli_parsers_register_reproduce_and_report():
+    parser = argparse.ArgumentParser(prog="layerinv")
+    commands = parser.add_subparsers(dest="command")
+    add_parsers(commands)
+    args = parser.parse_args(["reproduce", "--quick", "--workers", "2", "--db", "x.sqlite"])
+    assert args.experiment == "all" and args.quick and args.workers == 2
+    assert callable(args.run)
+    args = parser.parse_args(["reproduce", "success-vs-k", "--trials", "5", "--scheduler",
+                              "tcp://127.0.0.1:8786", "--out", "o"])
+    assert args.experiment == "success-vs-k" and args.trials == 5
+    assert args.scheduler == "tcp://127.0.0.1:8786"
+    args = parser.parse_args(["report", "--db", "x.sqlite", "--out", "d"])
+    assert args.command == "report" and callable(args.run)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["reproduce", "not-an-experiment"])
