@@ -74,26 +74,6 @@ def resolve_workers(workers: int | None) -> int:
     return workers
 
 
-@contextlib.contextmanager
-def single_thread_torch() -> Iterator[None]:
-    """PyTorch on one intra-op thread for the duration (restored after), if installed.
-
-    Gradient-descent trials work on (10 x 600) tensors: extra OpenMP threads only add
-    synchronisation, and on a shared 2-core machine they spin-wait for a busy core.
-    """
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is optional
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def local_workers(trials: Sequence[Any], workers: int | None,
                   cost: Callable[[Any], float] | None = None,
                   min_parallel_seconds: float = MIN_PARALLEL_SECONDS) -> int:

@@ -491,14 +491,14 @@ class MnistExperiment:
                 "mask": mask, "noise_variance": params["noise_variance"]}
 
     def run_trial(self, params: dict[str, Any], shared: Any = None) -> dict[str, Any]:
-        from .parallel import single_thread_torch
+        from ._blas import one_torch_thread
 
         m = self._module()
         net, encoder, digits, labels = self._setup(params["generator"], shared)
         i, method = int(params["instance"]), params["method"]
         instance = self._instances(params, net, encoder, digits, labels, i + 1)[-1]
         instance = dataclasses.replace(instance, index=0)
-        with single_thread_torch():
+        with one_torch_thread():
             run = m.run_instances(net, encoder, [instance], [method],
                                   describe=self._describe(params), seed=int(params["seed"]),
                                   progress=False)
@@ -663,7 +663,7 @@ class SensingExperiment:
         return {"mnist": mnist_generator("relu")}
 
     def run_trial(self, params: dict[str, Any], shared: Any = None) -> dict[str, Any]:
-        from .parallel import single_thread_torch
+        from ._blas import one_torch_thread
 
         s = self._module()
         network = params["network"]
@@ -675,7 +675,7 @@ class SensingExperiment:
             networks: Any = {"mnist": net}
         else:
             networks = [network]
-        with single_thread_torch():
+        with one_torch_thread():
             rows = s.run(networks, ms=[int(params["m"])], methods=[params["method"]],
                          instances=1, seed=seed, noise=float(params["noise"]), progress=False)
         row = rows[0]

@@ -111,9 +111,9 @@ def invert_and_measure(net: Any, z: np.ndarray, x: np.ndarray, method: str,
 
     warm_up(method)
     if method in ("gd", "lp+gd"):
-        from ..parallel import single_thread_torch
+        from .._blas import one_torch_thread
 
-        with single_thread_torch():
+        with one_torch_thread():
             started = time.perf_counter()
             result = invert(net, x, method, progress=False, seed=gd_seed)
             seconds = time.perf_counter() - started
@@ -145,9 +145,9 @@ def warm_up(method: str) -> None:
     net = random_network([4, 12, 30], seed=0)
     x = net.forward(np.ones(4))
     if method in ("gd", "lp+gd"):
-        from ..parallel import single_thread_torch
+        from .._blas import one_torch_thread
 
-        with single_thread_torch():
+        with one_torch_thread():
             invert(net, x, method, progress=False, steps=3, restarts=1)
     else:
         invert(net, x, method, progress=False)
