@@ -10,6 +10,7 @@ from .errors import InputError, LayerinvError, NetworkFileError, UnsupportedLaye
 from .invert import Inversion, invert
 from .layer import LayerReport
 from .network import Layer, Network, random_network
+from .reconstruct import Reconstruction, reconstruct  # the function shadows the submodule name
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,7 @@ __all__ = [
     "Network",
     "NetworkFileError",
     "ReLU",
+    "Reconstruction",
     "Sigmoid",
     "Tanh",
     "UnsupportedLayerError",
@@ -32,4 +34,5 @@ __all__ = [
     "get_activation",
     "invert",
     "random_network",
+    "reconstruct",
 ]

@@ -12,6 +12,7 @@ import numpy as np
 from . import __version__
 from .cli_hardness import add_parser as add_hardness_parser
 from .cli_mnist import add_parsers as add_mnist_parsers
+from .cli_reconstruct import add_parser as add_reconstruct_parser
 from .cli_reproduce import add_parsers as add_reproduce_parsers
 from .errors import LayerinvError
 from .invert import ALL_METHODS, invert
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     add_hardness_parser(commands)
     add_mnist_parsers(commands)
+    add_reconstruct_parser(commands)
     add_reproduce_parsers(commands)
     return parser
 
