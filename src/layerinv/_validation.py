@@ -83,3 +83,15 @@ def make_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
         raise InputError(f"seed must be an int, a numpy Generator or None; got {seed!r}")
     return np.random.default_rng(seed)
+
+
+def load_npy(path: str, name: str) -> np.ndarray:
+    """A .npy array for the command-line option `name`, or a LayerinvError naming both."""
+    from .errors import LayerinvError
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise LayerinvError(f"{name}: file {path!r} does not exist") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise LayerinvError(f"{name}: {path!r} is not a readable .npy array: {exc}") from None

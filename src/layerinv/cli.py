@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import __version__
+from ._validation import load_npy
 from .cli_hardness import add_parser as add_hardness_parser
 from .cli_mnist import add_parsers as add_mnist_parsers
 from .cli_reconstruct import add_parser as add_reconstruct_parser
@@ -98,7 +99,7 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
 
 def _run_invert(args: argparse.Namespace) -> int:
     net = Network.load(args.network)
-    x = _load_npy(args.observation, "--observation")
+    x = load_npy(args.observation, "--observation")
     gd_options = {}
     if args.method in ("gd", "lp+gd"):
         given = {"preset": args.preset, "steps": args.steps, "restarts": args.restarts}
@@ -173,15 +174,6 @@ def _demo_instances(widths: list[int], count: int, noise: float,
         x = net.forward(z)
         instances.append((net, z, x + rng.uniform(-1, 1, x.shape) * noise * np.abs(x).max()))
     return instances
-
-
-def _load_npy(path: str, name: str) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise LayerinvError(f"{name}: file {path!r} does not exist") from None
-    except (ValueError, OSError, EOFError) as exc:
-        raise LayerinvError(f"{name}: {path!r} is not a readable .npy array: {exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from ._validation import load_npy
+
 MEASUREMENTS = ("identity", "mask", "gaussian", "magnitude")
 METHODS = ("auto", "exact", "linf", "l1", "lp+gd", "gd", "pgd")
 
@@ -102,7 +104,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         if args.noise_sigma > 0:
             y = GaussianNoise(args.noise_sigma, seed=args.seed + 2 * 2**32)(y)
     else:
-        y = _load_npy(args.observation, "--observation")
+        y = load_npy(args.observation, "--observation")
         y = _mask_full_signal(measurement, y, net.output_dim)
     method, options = _method_options(args, measurement)
     result = reconstruct(net, y, measurement, method, **options)
@@ -150,7 +152,7 @@ def build_measurement(args: argparse.Namespace, n: int) -> Any:
             raise InputError(f"--measurement mask needs exactly one of --mask, --keep-fraction "
                              f"or --block; got {given or 'none'}")
         if args.mask is not None:
-            keep = _load_npy(args.mask, "--mask")
+            keep = load_npy(args.mask, "--mask")
             if keep.dtype != np.bool_ and np.isin(keep, (0, 1)).all():
                 keep = keep.astype(bool)
             return Mask(keep)
@@ -171,7 +173,7 @@ def build_measurement(args: argparse.Namespace, n: int) -> Any:
         raise InputError(f"--measurement {kind} needs exactly one of --matrix FILE.npy or "
                          f"-m M (a Gaussian A from --matrix-seed)")
     if args.matrix is not None:
-        linear: Any = Matrix(_load_npy(args.matrix, "--matrix"))
+        linear: Any = Matrix(load_npy(args.matrix, "--matrix"))
     else:
         linear = Gaussian(args.m, n, seed=args.matrix_seed)
     return Magnitude(linear) if kind == "magnitude" else linear
@@ -214,14 +216,3 @@ def _relative(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:
     estimate, truth = np.atleast_2d(estimate), np.atleast_2d(truth)
     return np.linalg.norm(estimate - truth, axis=1) / np.maximum(
         np.linalg.norm(truth, axis=1), 1e-300)
-
-
-def _load_npy(path: str, name: str) -> np.ndarray:
-    from .errors import LayerinvError
-
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise LayerinvError(f"{name}: file {path!r} does not exist") from None
-    except (ValueError, OSError, EOFError) as exc:
-        raise LayerinvError(f"{name}: {path!r} is not a readable .npy array: {exc}") from None

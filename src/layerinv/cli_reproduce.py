@@ -85,19 +85,10 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m layerinv.cli_reproduce reproduce|report ...` (the same as `layerinv ...`)."""
-    from .errors import LayerinvError
+    """`python -m layerinv.cli_reproduce reproduce|report ...`: the same as `layerinv ...`."""
+    from .cli import main as layerinv_main
 
-    parser = argparse.ArgumentParser(prog="layerinv")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
-    add_parsers(commands)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.run(args))
-    except LayerinvError as exc:
-        print(f"layerinv {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    return layerinv_main(argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
