@@ -14,6 +14,7 @@ from layerinv.errors import InputError  # noqa: E402
 from layerinv.gradient import (  # noqa: E402
     GD_STATUSES,
     PRESETS,
+    RESTART_STREAM,
     gradient_descent,
     invert_gd,
     refine,
@@ -104,7 +105,7 @@ def test_restarts_keep_best_per_sample() -> None:
 def test_restarts_pick_best_of_random_starts() -> None:
     net, _, x = instance([6, 40, 100], seed=2)
     result = gradient_descent(net, x, steps=100, restarts=5, seed=11, progress=False)
-    starts = np.random.default_rng(11).standard_normal((5, 6))
+    starts = np.random.default_rng([11, RESTART_STREAM]).standard_normal((5, 6))
     losses = [numpy_loss(net, gradient_descent(net, x, steps=100, restarts=1, z0=s,
                                                progress=False).z, x) for s in starts]
     np.testing.assert_allclose(numpy_loss(net, result.z, x), min(losses), rtol=1e-6)
@@ -214,10 +215,10 @@ def test_early_stopping_is_per_sample_and_freezes() -> None:
     net, _, x = instance([5, 40, 100], seed=5, batch=2)
     x = x.copy()
     x[1] += 0.05  # not realizable: cannot reach the target
-    result = gradient_descent(net, x, steps=400, restarts=2, target_loss=1e-10,
+    result = gradient_descent(net, x, steps=1500, restarts=2, target_loss=1e-10,
                               progress=False)
     assert result.status[0] == "converged" and result.status[1] == "max_steps"
-    assert len(result.history[0]) < 401 and len(result.history[1]) == 401
+    assert len(result.history[0]) < 1501 and len(result.history[1]) == 1501
     # The returned z is the frozen iterate whose loss ended the history.
     np.testing.assert_allclose(numpy_loss(net, result.z[0], x[0]), result.history[0][-1],
                                rtol=1e-6)
@@ -406,3 +407,18 @@ def test_cuda_matches_cpu() -> None:
     with torch.no_grad():
         y = generator(torch.randn(2, 4, device="cuda"))
     assert gradient_descent(generator, y, steps=50, progress=False).z.shape == (2, 4)
+
+
+def test_restarts_never_start_at_a_latent_drawn_with_the_same_seed():
+    """z* from default_rng(0) and gradient descent with seed 0 must not share a stream."""
+    net = layerinv.random_network([5, 30, 90], seed=1)
+    z_true = np.random.default_rng(0).standard_normal(5)
+    result = gradient_descent(net, net(z_true), steps=1, restarts=1, seed=0, progress=False)
+    assert np.linalg.norm(result.z - z_true) > 1e-3
+
+
+def test_gradient_results_carry_no_certificate():
+    net = layerinv.random_network([5, 30, 90], seed=1)
+    x = net(np.ones(5))
+    result = layerinv.invert(net, x, "gd", steps=5, restarts=1, progress=False)
+    assert result.certified is False and np.isnan(result.error_bound)

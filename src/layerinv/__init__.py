@@ -4,6 +4,7 @@ After Lei, Jalal, Dhillon and Dimakis, "Inverting Deep Generative Models, One La
 NeurIPS 2019.
 """
 
+from . import measurements
 from .activations import Activation, LeakyReLU, ReLU, Sigmoid, Tanh, get_activation
 from .activations import Identity as IdentityActivation
 from .errors import InputError, LayerinvError, NetworkFileError, UnsupportedLayerError
@@ -33,6 +34,7 @@ __all__ = [
     "__version__",
     "get_activation",
     "invert",
+    "measurements",
     "random_network",
     "reconstruct",
 ]

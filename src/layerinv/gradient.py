@@ -29,7 +29,8 @@ Design
   parameters (float32 for most trained models), on the device of its parameters. `dtype` or
   `device` override either; a module that must change is copied, never modified.
 - Initial points: restart r of sample b is row r of a (R, k) standard normal draw from
-  numpy.random.default_rng(seed_b), so it does not depend on the device, the dtype or the other
+  numpy.random.default_rng([seed_b, RESTART_STREAM]) (never the stream of default_rng(seed_b),
+  which a user may have drawn z* from), so it does not depend on the device, the dtype or the other
   samples of the batch. `seed` is an int (the same seed for every sample: sample b of a batch
   then equals a single call on x[b] with that seed), a sequence of B ints (one per sample),
   a numpy Generator (B child generators are spawned from it) or None (fresh entropy). Starting
@@ -480,20 +481,29 @@ def _check_observations(x: object, obs_shape: tuple[int, ...], measured: bool
     return array, single
 
 
+# Restarts draw from default_rng([seed, RESTART_STREAM]), never from default_rng(seed): a user
+# who drew z* with default_rng(0) and ran gradient descent with seed 0 got restart 0 = z*.
+RESTART_STREAM = 0x6764  # "gd"
+
+
 def _sample_rngs(seed: object, n_samples: int) -> list[np.random.Generator]:
     if isinstance(seed, np.random.Generator):
         return list(seed.spawn(n_samples))
     if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
-        return [np.random.default_rng(seed) for _ in range(n_samples)]
+        return [_restart_rng(seed) for _ in range(n_samples)]
     if isinstance(seed, Sequence | np.ndarray) and not isinstance(seed, str):
         seeds = list(seed)
         if len(seeds) != n_samples or not all(
                 isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in seeds):
             raise InputError(f"seed as a sequence must hold one int per sample ({n_samples}); "
                              f"got {seed!r}")
-        return [np.random.default_rng(int(s)) for s in seeds]
+        return [_restart_rng(int(s)) for s in seeds]
     raise InputError(f"seed must be an int, a sequence of ints (one per sample), a numpy "
                      f"Generator or None; got {seed!r}")
+
+
+def _restart_rng(seed: int | None) -> np.random.Generator:
+    return np.random.default_rng(None if seed is None else [seed, RESTART_STREAM])
 
 
 def _initial_points(z0: object, k: int, n_samples: int, single: bool, restarts: int,

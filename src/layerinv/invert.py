@@ -52,7 +52,8 @@ class Inversion:
     def certified(self) -> np.ndarray | bool:
         """True where every layer is uniquely invertible with a computed sigma_min > 0."""
         def one(reports: list[LayerReport]) -> bool:
-            return all(r.unique and r.sigma_min > 0 for r in reports)
+            # No reports (gradient methods): nothing was certified.
+            return bool(reports) and all(r.unique and r.sigma_min > 0 for r in reports)
 
         if isinstance(self.status, str):
             return one(self.layers)
@@ -61,9 +62,12 @@ class Inversion:
     @property
     def error_bound(self) -> np.ndarray | float:
         """Certified bound on ||z - z*||_inf (the first layer's error_bound); see LayerReport."""
+        def first(reports: list[LayerReport]) -> float:
+            return reports[0].error_bound if reports else float("nan")  # nan: no certificate
+
         if isinstance(self.status, str):
-            return self.layers[0].error_bound
-        return np.array([reports[0].error_bound for reports in self.layers])
+            return first(self.layers)
+        return np.array([first(reports) for reports in self.layers])
 
     @property
     def eps(self) -> np.ndarray:
