@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import layerinv
+from layerinv._blas import one_torch_thread
+
+
+@pytest.fixture
+def one_thread():
+    """PyTorch on one thread for a test (gradient_descent already does it for its own work):
+    the tensors are tiny, and OpenMP workers on a shared two-core machine spin against other
+    processes (measured 10x slower with two threads under load)."""
+    with one_torch_thread():
+        yield
 
 
 def relative_error(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:

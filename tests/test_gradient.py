@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import relative_error
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
@@ -20,19 +21,10 @@ from layerinv.gradient import (  # noqa: E402
     refine,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tensors are tiny, and OpenMP workers on a shared two-core CI
-    machine spin against other processes (measured: 10x slower with two threads under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def rel_err(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(estimate - truth, axis=-1) / np.linalg.norm(truth, axis=-1)
+rel_err = relative_error
 
 
 def instance(widths: list[int], seed: int, batch: int | None = None

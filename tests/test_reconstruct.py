@@ -11,6 +11,7 @@ import argparse
 
 import numpy as np
 import pytest
+from conftest import relative_error
 
 torch = pytest.importorskip("torch")
 
@@ -31,16 +32,10 @@ from layerinv.reconstruct import PGD_STATUSES, Reconstruction, linearise, recons
 WIDTHS = [20, 100, 500]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def rel_err(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(estimate - truth, axis=-1) / np.linalg.norm(truth, axis=-1)
+rel_err = relative_error
 
 
 def instance(i: int, widths=WIDTHS, suite: int = 0):

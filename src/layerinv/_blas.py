@@ -8,7 +8,6 @@ on one thread and get parallelism from solving several samples at once (`invert(
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache, wraps
@@ -63,13 +62,3 @@ def on_one_thread(function: Callable[P, R]) -> Callable[P, R]:
             return function(*args, **kwargs)
 
     return wrapper
-
-
-def resolve_jobs(n_jobs: int | None) -> int:
-    """scikit-learn's convention: None -> 1, -1 -> every core, k -> k."""
-    cores = os.cpu_count() or 1
-    if n_jobs is None:
-        return 1
-    if n_jobs < 0:
-        return max(1, cores + 1 + n_jobs)
-    return max(1, n_jobs)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._blas import resolve_jobs, single_threaded_blas
+from ._blas import single_threaded_blas
 from ._validation import check_batch, check_choice, check_positive
 from .errors import InputError
 from .layer import METHODS, LayerOptions, LayerReport, invert_layer
@@ -179,7 +179,9 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
         bar.update()
         return answer
 
-    jobs = min(resolve_jobs(n_jobs), len(batch))
+    from .parallel import resolve_workers
+
+    jobs = 1 if n_jobs is None else min(resolve_workers(n_jobs), len(batch))
     with single_threaded_blas(), bar:
         answers = [one(batch[0])]
         if jobs == 1 or len(batch) == 1:

@@ -146,19 +146,17 @@ class _Context:
         band = layer.activation.band(self.y, max(self.own_threshold, eps))
         n_active = int(band.two_sided.sum())
         pinned = _pinned_rows(layer, band)
+        pinned_gram = self._pinned_gram(pinned, band, solver, normal)
         worst = np.inf  # ||W_A^+||_inf, computed where the pseudo-inverse is formed anyway
         if solver == "lstsq":
             unique, estimate = bool(full_rank) and n_active >= layer.n_in, 0.0
         else:
-            worst, typical = lp.pinv_norms(pinned)
+            worst, typical = lp.pinv_norms(pinned, pinned_gram)
             unique = bool(np.isfinite(typical))
             estimate = 2 * eps * typical
         sigma_min, bound = float("nan"), float("nan")
         if self.options.certify:
-            # The Gram of least squares is of unscaled rows: reusable where every slope is 1.
-            reuse = (normal is not None and np.array_equal(normal[0], band.two_sided)
-                     and bool(np.all(band.lower_slope[band.two_sided] == 1.0)))
-            sigma_min = lp.smallest_singular_value(pinned, normal[1] if reuse else None)
+            sigma_min = lp.smallest_singular_value(pinned, pinned_gram)
             unique = unique and sigma_min > 0
             # |W_A (h - h*)| <= eps + incoming row by row; two valid bounds, keep the smaller.
             slack = eps + (eps if self.incoming is None else self.incoming)
@@ -174,6 +172,21 @@ class _Context:
                            error_estimate=estimate if unique else float("inf"), solver=solver,
                            iterations=iterations, seconds=0.0, message=message)
 
+
+    def _pinned_gram(self, pinned: np.ndarray, band: Band, solver: str,
+                     normal: tuple[np.ndarray, np.ndarray | None] | None) -> np.ndarray | None:
+        """W_A' W_A, formed once for both the pseudo-inverse norms and sigma_min.
+
+        The Gram of least squares (`normal`) is of unscaled rows: reused where it covers the
+        same rows and every slope is 1. None where nothing needs it or W_A is too short.
+        """
+        if (normal is not None and np.array_equal(normal[0], band.two_sided)
+                and bool(np.all(band.lower_slope[band.two_sided] == 1.0))):
+            return normal[1]
+        needed = solver != "lstsq" or self.options.certify
+        if not needed or pinned.shape[0] < pinned.shape[1]:
+            return None
+        return lp.gram(pinned)
 
 # The largest negative excursion of a ReLU observation estimates the noise amplitude from below
 # (the largest of ~300 draws falls just short of it). At 1x, a zero row whose noise landed just

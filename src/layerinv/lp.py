@@ -130,17 +130,18 @@ def smallest_singular_value(weight: np.ndarray, normal: np.ndarray | None = None
 
 
 @on_one_thread
-def pinv_norms(weight: np.ndarray) -> tuple[float, float]:
+def pinv_norms(weight: np.ndarray, normal: np.ndarray | None = None) -> tuple[float, float]:
     """(||W^+||_inf, max_i ||row i of W^+||_2) for a full-column-rank W; (inf, inf) if not.
 
     If every row of W h and of W h* is within a of its target, ||h - h*||_inf <= ||W^+||_inf 2a
     (worst case). With independent row errors each entry of h - h* is about ||(W^+)_i||_2 a,
     25-50x smaller on nearly square W: the typical error handed to the next layer.
+    `normal` may pass W' W (upper triangle) when it was formed already.
     """
     n, m = weight.shape
     if n < m:
         return float("inf"), float("inf")
-    factor = _cholesky(gram(weight))
+    factor = _cholesky(gram(weight) if normal is None else normal)
     if factor is None:
         return float("inf"), float("inf")
     pinv = _cho_solve(factor, np.ascontiguousarray(weight.T))
@@ -193,7 +194,7 @@ class LayerLP:
 
 
 @on_one_thread
-def solve(problem: LayerLP, solver: str = "auto", h_start: np.ndarray | None = None) -> LPResult:
+def solve(problem: LayerLP, solver: str = "auto") -> LPResult:
     """Solve a layer LP. `auto` uses the interior point and falls back to HiGHS on trouble."""
     if solver == "cvxopt":
         return solve_cvxopt(problem)

@@ -65,13 +65,14 @@ def usable_cores() -> int:
 
 
 def resolve_workers(workers: int | None) -> int:
-    """None or -1: every usable core; else a positive int."""
-    if workers is None or workers == -1:
+    """None or -1: every usable core; -j (scikit-learn's rule): all but j - 1; else a positive
+    int."""
+    if workers is None:
         return usable_cores()
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise InputError(f"workers must be a positive int, -1 or None (every core); "
-                         f"got {workers!r}")
-    return workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers == 0:
+        raise InputError(f"workers must be a positive int, a negative int (-1: every core) or "
+                         f"None (every core); got {workers!r}")
+    return workers if workers > 0 else max(1, usable_cores() + 1 + workers)
 
 
 def local_workers(trials: Sequence[Any], workers: int | None,

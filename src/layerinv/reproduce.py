@@ -379,7 +379,29 @@ def terminal_summary(store: ResultsStore, name: str) -> str:
 
 
 # ------------------------------------------------------------------------------ adapters
-class MnistExperiment:
+class _ModuleAdapter:
+    """What the MNIST and sensing adapters share: their experiment module, imported on use, and
+    the trial count per grid point."""
+
+    MODULE = ""
+    TRIALS = 0
+    QUICK_TRIALS = 0
+
+    def _module(self) -> Any:
+        return importlib.import_module(f"layerinv.experiments.{self.MODULE}")
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            self._module()
+        except ImportError as exc:
+            return False, f"layerinv.experiments.{self.MODULE} cannot be imported: {exc}"
+        return True, ""
+
+    def _count(self, quick: bool, trials: int | None) -> int:
+        return trials if trials is not None else (self.QUICK_TRIALS if quick else self.TRIALS)
+
+
+class MnistExperiment(_ModuleAdapter):
     """MNIST denoising and inpainting (paper section 5) through `layerinv.experiments.mnist`.
 
     One trial = one (generator, task, z* source, method, instance). Instance i is instance i
@@ -413,22 +435,11 @@ class MnistExperiment:
         "generator as image grids, the LP's reconstructions next to gradient descent's; it gives "
         "no numeric table for them (the LP's time on this net, 0.5 s, is in the timing table).")
 
-    @staticmethod
-    def _module() -> Any:
-        from .experiments import mnist
-
-        return mnist
-
-    def available(self) -> tuple[bool, str]:
-        try:
-            self._module()
-        except ImportError as exc:
-            return False, f"layerinv.experiments.mnist cannot be imported: {exc}"
-        return True, ""
+    MODULE = "mnist"
 
     def grid(self, quick: bool, trials: int | None) -> list[dict[str, Any]]:
         m = self._module()
-        count = trials if trials is not None else (self.QUICK_TRIALS if quick else self.TRIALS)
+        count = self._count(quick, trials)
         kinds = ("relu",) if quick else self.KINDS
         sources = ("gaussian",) if quick else self.SOURCES
         out = []
@@ -600,7 +611,7 @@ class MnistExperiment:
                 f"{cells}; {'; '.join(reasons) or 'within 1 dB everywhere'}{caveat}.")
 
 
-class SensingExperiment:
+class SensingExperiment(_ModuleAdapter):
     """Compressed sensing with the LP as projection (an extension: CSGM, Bora et al. 2017),
     through `layerinv.experiments.sensing.run`, one (network, m, method, instance) per trial.
 
@@ -629,22 +640,11 @@ class SensingExperiment:
         "step of projected gradient descent (Shah and Hegde 2018); the setting is that of CSGM "
         "(Bora et al. 2017, Figure 1).")
 
-    @staticmethod
-    def _module() -> Any:
-        from .experiments import sensing
-
-        return sensing
-
-    def available(self) -> tuple[bool, str]:
-        try:
-            self._module()
-        except ImportError as exc:
-            return False, f"layerinv.experiments.sensing cannot be imported: {exc}"
-        return True, ""
+    MODULE = "sensing"
 
     def grid(self, quick: bool, trials: int | None) -> list[dict[str, Any]]:
         s = self._module()
-        count = trials if trials is not None else (self.QUICK_TRIALS if quick else self.TRIALS)
+        count = self._count(quick, trials)
         ms = self.QUICK_MS if quick else s.DEFAULT_MS
         methods = self.QUICK_METHODS if quick else s.METHODS
         return [{"network": net, "m": int(m), "method": method, "noise": 0.0, "instance": i,
