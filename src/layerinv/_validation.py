@@ -86,12 +86,10 @@ def make_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
 
 
 def load_npy(path: str, name: str) -> np.ndarray:
-    """A .npy array for the command-line option `name`, or a LayerinvError naming both."""
-    from .errors import LayerinvError
-
+    """A .npy array for the command-line option `name`, or an InputError naming both."""
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise LayerinvError(f"{name}: file {path!r} does not exist") from None
+        raise InputError(f"{name}: file {path!r} does not exist") from None
     except (ValueError, OSError, EOFError) as exc:
-        raise LayerinvError(f"{name}: {path!r} is not a readable .npy array: {exc}") from None
+        raise InputError(f"{name}: {path!r} is not a readable .npy array: {exc}") from None

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import time
+import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 import numpy as np
 
@@ -15,20 +18,32 @@ from .cli_hardness import add_parser as add_hardness_parser
 from .cli_mnist import add_parsers as add_mnist_parsers
 from .cli_reconstruct import add_parser as add_reconstruct_parser
 from .cli_reproduce import add_parsers as add_reproduce_parsers
-from .errors import LayerinvError
+from .errors import LayerinvError, is_usage_error
 from .invert import ALL_METHODS, invert
 from .layer import METHODS
 from .lp import SOLVERS
 from .network import Network, random_network
 
+EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (argparse prints the usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)} "
+                              f"(see {self.prog} --help)\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="layerinv",
         description="Invert deep generative networks one layer at a time with linear "
                     "programming (Lei, Jalal, Dhillon, Dimakis, NeurIPS 2019).",
     )
     parser.add_argument("--version", action="version", version=f"layerinv {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, print the full traceback (also after a command)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     _add_invert(commands)
@@ -39,7 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_mnist_parsers(commands)
     add_reconstruct_parser(commands)
     add_reproduce_parsers(commands)
+    _add_debug_everywhere(parser)
     return parser
+
+
+def _add_debug_everywhere(parser: argparse.ArgumentParser) -> None:
+    """`--debug` is also accepted after the command (`layerinv invert ... --debug`)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                # SUPPRESS: an absent flag does not overwrite the top-level value.
+                sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                 help=argparse.SUPPRESS)
+                _add_debug_everywhere(sub)
 
 
 def _add_invert(commands: argparse._SubParsersAction) -> None:
@@ -177,12 +204,68 @@ def _demo_instances(widths: list[int], count: int, noise: float,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the exit status.
+
+    0 done; 2 a usage error (a bad argument, an InputError or any LayerinvError marked
+    `usage`); 1 a runtime failure (another LayerinvError, an OSError such as a full disk or a
+    read-only location, an SQLite error, MemoryError, or an unexpected exception); 130
+    interrupted (Ctrl-C). Each error is one line on stderr, the full traceback only with
+    --debug.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         return int(args.run(args))
-    except LayerinvError as exc:
-        print(f"layerinv {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        _report(args, "interrupted (Ctrl-C)")
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        code, message = _classify(exc)
+        _report(args, f"error: {message}")
+        return code
+
+
+def _classify(exc: Exception) -> tuple[int, str]:
+    """The exit status of an exception escaping a command, and its one-line message."""
+    text = _one_line(str(exc))
+    if isinstance(exc, LayerinvError):
+        return (EXIT_USAGE if is_usage_error(exc) else EXIT_FAILURE), text
+    if isinstance(exc, BrokenPipeError):
+        _silence_stdout()
+        return EXIT_FAILURE, f"the output pipe was closed ({text})"
+    if isinstance(exc, OSError):
+        return EXIT_FAILURE, text or type(exc).__name__
+    if isinstance(exc, sqlite3.Error):
+        return EXIT_FAILURE, f"the results database failed: {type(exc).__name__}: {text}"
+    if isinstance(exc, MemoryError):
+        return EXIT_FAILURE, f"out of memory{': ' + text if text else ''}; try a smaller batch"
+    return EXIT_FAILURE, (f"unexpected {type(exc).__name__}: {text} (a bug in layerinv; "
+                          f"run again with --debug for the traceback and please report it)")
+
+
+def _report(args: argparse.Namespace, message: str) -> None:
+    if getattr(args, "debug", False):
+        traceback.print_exc()
+    command = " ".join(part for part in (args.command, getattr(args, "action", None)) if part)
+    print(f"layerinv {command}: {message}", file=sys.stderr)
+
+
+def _one_line(text: str) -> str:
+    """A message on one line: messages of NumPy, SQLite and PyTorch may hold newlines."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe (`layerinv ... | head`), stop Python's final flush from failing too."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,7 +17,6 @@ import warnings
 
 from tqdm.auto import tqdm
 
-from .errors import LayerinvError
 from .exact import (
     DEFAULT_BOX,
     BoxWarning,
@@ -98,16 +97,13 @@ def _check_args(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run `layerinv hardness`; returns 0, 2 on a bad argument, 1 on an internal failure."""
+    """Run `layerinv hardness`; returns 0, or 2 on a bad argument. Errors raised while
+    deciding are left to `layerinv.cli.main`, which prints them in one line."""
     problem = _check_args(args)
     if problem is not None:
         print(f"layerinv hardness: error: {problem}", file=sys.stderr)
         return 2
-    try:
-        return _sweep(args) if args.sweep else _single(args)
-    except LayerinvError as exc:
-        print(f"layerinv hardness: error: {exc}", file=sys.stderr)
-        return 2
+    return _sweep(args) if args.sweep else _single(args)
 
 
 def _single(args: argparse.Namespace) -> int:
@@ -159,10 +155,9 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m layerinv.cli_hardness ...` (the same options, without the subcommand)."""
-    parser = argparse.ArgumentParser(prog="layerinv")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["hardness", *(sys.argv[1:] if argv is None else argv)])
-    return run(args)
+    from .cli import main as layerinv_main
+
+    return layerinv_main(["hardness", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
