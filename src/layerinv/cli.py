@@ -13,7 +13,16 @@ from typing import NoReturn
 import numpy as np
 
 from . import __version__
-from ._validation import load_npy
+from ._validation import (
+    SEED,
+    check_distinct,
+    float_arg,
+    int_arg,
+    load_npy,
+    output_path,
+    save_npy,
+    write_output,
+)
 from .cli_hardness import add_parser as add_hardness_parser
 from .cli_mnist import add_parsers as add_mnist_parsers
 from .cli_reconstruct import add_parser as add_reconstruct_parser
@@ -75,15 +84,17 @@ def _add_invert(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--network", required=True, help="network file (.npz from Network.save)")
     p.add_argument("--observation", required=True, help=".npy of shape (n,) or (B, n)")
     p.add_argument("--method", default="linf", choices=ALL_METHODS)
-    p.add_argument("--noise", type=float, default=None,
+    p.add_argument("--noise", type=float_arg(0.0), default=None,
                    help="a bound on ||x - G(z*)||_inf, if known (LP methods)")
     p.add_argument("--preset", default=None,
                    help="gradient methods: bora2017 (default) or hand2017")
-    p.add_argument("--steps", type=int, default=None, help="gradient methods: steps")
-    p.add_argument("--restarts", type=int, default=None, help="gradient methods: restarts")
-    p.add_argument("--seed", type=int, default=0, help="gradient methods: seed")
+    p.add_argument("--steps", type=int_arg(1), default=None, help="gradient methods: steps")
+    p.add_argument("--restarts", type=int_arg(1), default=None,
+                   help="gradient methods: restarts")
+    p.add_argument("--seed", type=SEED, default=0, help="gradient methods: seed")
     p.add_argument("--solver", default="auto", choices=SOLVERS)
-    p.add_argument("--out", required=True, help="where to write z (.npy)")
+    p.add_argument("--out", required=True,
+                   help="where to write z (.npy; the suffix is added if missing)")
     p.add_argument("--quiet", action="store_true", help="print only the totals")
     p.set_defaults(run=_run_invert)
 
@@ -91,14 +102,16 @@ def _add_invert(commands: argparse._SubParsersAction) -> None:
 def _add_random_network(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("random-network", help="write a random expansive network (.npz)",
                             description="Weights i.i.d. N(0, 1/n_out), as in the paper.")
-    p.add_argument("--widths", type=int, nargs="+", required=True, help="k n_1 ... n_d")
+    p.add_argument("--widths", type=int_arg(1), nargs="+", required=True,
+                   help="k n_1 ... n_d")
     p.add_argument("--activation", default="relu",
                    help="relu, leaky_relu, identity, sigmoid or tanh")
-    p.add_argument("--slope", type=float, default=0.1, help="leaky_relu slope")
+    p.add_argument("--slope", type=float_arg(0.0, strict=True), default=0.1,
+                   help="leaky_relu slope")
     p.add_argument("--output-activation", default=None, help="last layer's (default: same)")
     p.add_argument("--bias", action="store_true", help="draw biases N(0, 1/n_out) too")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--out", required=True, help="the network file (.npz) to write")
     p.set_defaults(run=_run_random_network)
 
 
@@ -106,10 +119,10 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("sample", help="draw z ~ N(0, I) and write G(z) (+ noise)",
                             description="Make test observations for a network.")
     p.add_argument("--network", required=True)
-    p.add_argument("--count", type=int, default=1)
-    p.add_argument("--noise", type=float, default=0.0,
+    p.add_argument("--count", type=int_arg(1), default=1)
+    p.add_argument("--noise", type=float_arg(0.0), default=0.0,
                    help="uniform noise of this l_inf size relative to max|G(z)|")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", required=True, help="observations (.npy)")
     p.add_argument("--latent-out", default=None, help="the true z (.npy)")
     p.set_defaults(run=_run_sample)
@@ -117,14 +130,17 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
 
 def _add_demo(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("demo", help="invert a random 20 x 250 x 600 net with every method")
-    p.add_argument("--instances", type=int, default=20)
-    p.add_argument("--noise", type=float, default=1e-3,
+    p.add_argument("--instances", type=int_arg(1), default=20)
+    p.add_argument("--noise", type=float_arg(0.0), default=1e-3,
                    help="relative uniform noise of the noisy run")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(run=_run_demo)
 
 
 def _run_invert(args: argparse.Namespace) -> int:
+    out = output_path(args.out, "--out", suffix=".npy",
+                      inputs={"--observation": args.observation, "--network": args.network})
+    args.out = str(out)  # the file really written (numpy.save adds .npy), printed below
     net = Network.load(args.network)
     x = load_npy(args.observation, "--observation")
     gd_options = {}
@@ -133,7 +149,7 @@ def _run_invert(args: argparse.Namespace) -> int:
         gd_options = {key: value for key, value in given.items() if value is not None}
         gd_options["seed"] = args.seed
     result = invert(net, x, args.method, noise=args.noise, solver=args.solver, **gd_options)
-    np.save(args.out, result.z)
+    save_npy(out, result.z, "--out")
     if not args.quiet:
         print(result.summary())
     ok = int(np.sum(result.success))
@@ -144,27 +160,33 @@ def _run_invert(args: argparse.Namespace) -> int:
 def _run_random_network(args: argparse.Namespace) -> int:
     from .activations import get_activation
 
+    out = output_path(args.out, "--out")
     act = get_activation(args.activation, args.slope)
     out_act = None if args.output_activation is None else get_activation(
         args.output_activation, args.slope)
     net = random_network(args.widths, act, output_activation=out_act, bias=args.bias,
                          seed=args.seed)
-    net.save(args.out)
-    print(f"wrote {net!r} to {args.out}")
+    write_output(out, "--out", net.save)
+    print(f"wrote {net!r} to {out}")
     return 0
 
 
 def _run_sample(args: argparse.Namespace) -> int:
+    inputs = {"--network": args.network}
+    out = output_path(args.out, "--out", suffix=".npy", inputs=inputs)
+    latent_out = None if args.latent_out is None else output_path(
+        args.latent_out, "--latent-out", suffix=".npy", inputs=inputs)
+    check_distinct({"--out": out, "--latent-out": latent_out})
     net = Network.load(args.network)
     rng = np.random.default_rng(args.seed)
     z = rng.normal(size=(args.count, net.input_dim))
     x = net.forward(z)
     if args.noise > 0:
         x = x + rng.uniform(-1, 1, x.shape) * args.noise * np.abs(x).max(axis=1, keepdims=True)
-    np.save(args.out, x)
-    if args.latent_out:
-        np.save(args.latent_out, z)
-    print(f"wrote {args.count} observations of shape {x.shape[1:]} to {args.out}")
+    save_npy(out, x, "--out")
+    if latent_out is not None:
+        save_npy(latent_out, z, "--latent-out")
+    print(f"wrote {args.count} observations of shape {x.shape[1:]} to {out}")
     return 0
 
 
