@@ -319,3 +319,27 @@ def test_reconstruct_with_a_zero_matrix_is_one_line(files):
                  "gaussian", "--matrix", str(files / "A.npy"), "--simulate", "1")
     assert result.returncode in (1, 2)  # 2 once the API refuses A = 0 as an InputError
     assert_one_line(result.returncode, result.stderr, result.returncode, "layerinv reconstruct")
+
+
+# ------------------------------------------------------------------ complex arrays
+def test_a_complex_observation_is_refused(files, capsys):
+    x = np.load(files / "x.npy")
+    np.save(files / "c.npy", x + 1j)
+    assert cli.main(command("invert", files, "--out", str(files / "z.npy"))) == 0
+    argv = [p.replace("x.npy", "c.npy") for p in command("invert", files, "--out",
+                                                         str(files / "z.npy"))]
+    assert_one_line(*call(capsys, *argv), 2, "--observation", "complex")
+
+
+def test_the_api_refuses_complex_arrays():
+    net = layerinv.random_network([3, 10, 20], seed=0)
+    x = net.forward(np.ones(3))
+    with pytest.raises(InputError, match="x must be real; got a complex array"):
+        layerinv.invert(net, x + 0j)
+    with pytest.raises(InputError, match="z must be real"):
+        net.forward(np.ones(3) * (1 + 1e-3j))
+    with pytest.raises(InputError, match="must be real"):
+        layerinv.measurements.Matrix(np.eye(20) * 1j)
+    # a real array in a complex dtype is refused too: the dtype says the data are complex
+    with pytest.raises(InputError, match="complex"):
+        layerinv.invert(net, x.astype(complex))

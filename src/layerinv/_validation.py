@@ -16,10 +16,20 @@ from .errors import InputError, OutputError
 
 
 def as_float_array(value: object, name: str) -> np.ndarray:
-    """Return `value` as a float64 array, or raise an InputError naming `name`."""
+    """Return `value` as a float64 array, or raise an InputError naming `name`.
+
+    A complex array is refused: NumPy's cast would drop the imaginary part with only a
+    ComplexWarning, and a network's outputs are real.
+    """
     try:
-        array = np.asarray(value, dtype=np.float64)
+        array = np.asarray(value)
+        if np.iscomplexobj(array):
+            raise InputError(f"{name} must be real; got a complex array (dtype {array.dtype}, "
+                             f"shape {array.shape}); pass its .real or abs() if that is meant")
+        array = array.astype(np.float64, copy=False)
     except (TypeError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
         raise InputError(
             f"{name} must be a numeric array; got {type(value).__name__} ({exc})"
         ) from None
@@ -153,6 +163,9 @@ def load_npy(path: str, name: str) -> np.ndarray:
         array.close()
         raise InputError(f"{name}: {path!r} is an .npz archive; expected a .npy array "
                          f"(numpy.save)")
+    if np.iscomplexobj(array):
+        raise InputError(f"{name}: {path!r} holds a complex array (dtype {array.dtype}); "
+                         f"expected real numbers (save its .real or abs() if that is meant)")
     return array
 
 
