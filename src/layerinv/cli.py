@@ -105,9 +105,11 @@ def _add_random_network(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--widths", type=int_arg(1), nargs="+", required=True,
                    help="k n_1 ... n_d")
     p.add_argument("--activation", default="relu",
-                   help="relu, leaky_relu, identity, sigmoid or tanh")
-    p.add_argument("--slope", type=float_arg(0.0, strict=True), default=0.1,
-                   help="leaky_relu slope")
+                   help="relu, leaky_relu, identity, sigmoid or tanh; leaky_relu may carry its "
+                        "slope, as in leaky_relu(0.2)")
+    p.add_argument("--slope", type=float_arg(0.0, strict=True), default=None,
+                   help=f"leaky_relu slope where the name gives none (default "
+                        f"{CLI_LEAKY_SLOPE:g})")
     p.add_argument("--output-activation", default=None, help="last layer's (default: same)")
     p.add_argument("--bias", action="store_true", help="draw biases N(0, 1/n_out) too")
     p.add_argument("--seed", type=SEED, default=0)
@@ -157,13 +159,29 @@ def _run_invert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_random_network(args: argparse.Namespace) -> int:
-    from .activations import get_activation
+CLI_LEAKY_SLOPE = 0.1
+"""random-network's leaky_relu slope where neither --activation nor --slope gives one."""
 
+
+def _cli_activation(name: str, slope: float | None, option: str) -> object:
+    """`option` NAME with --slope; a bare leaky_relu gets the documented CLI_LEAKY_SLOPE."""
+    from .activations import get_activation, split_name
+    from .errors import InputError
+
+    key, written = split_name(name)
+    if written is not None and slope is not None and written != slope:
+        raise InputError(f"{option} {name!r} names the slope {written!r} but --slope "
+                         f"{slope!r} was given too; give one")
+    if slope is None and written is None and key in ("leaky_relu", "leakyrelu"):
+        slope = CLI_LEAKY_SLOPE
+    return get_activation(name, slope)
+
+
+def _run_random_network(args: argparse.Namespace) -> int:
     out = output_path(args.out, "--out")
-    act = get_activation(args.activation, args.slope)
-    out_act = None if args.output_activation is None else get_activation(
-        args.output_activation, args.slope)
+    act = _cli_activation(args.activation, args.slope, "--activation")
+    out_act = None if args.output_activation is None else _cli_activation(
+        args.output_activation, args.slope, "--output-activation")
     net = random_network(args.widths, act, output_activation=out_act, bias=args.bias,
                          seed=args.seed)
     write_output(out, "--out", net.save)
