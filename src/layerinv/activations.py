@@ -233,6 +233,7 @@ def split_name(spec: str) -> tuple[str, float | None]:
     key, text = match.group(1).replace("-", "_"), match.group(2)
     if key not in _SIMPLE and key not in _LEAKY_KEYS:
         raise InputError(f"activation must be one of {ACTIVATION_NAMES}; got {spec!r}")
+    key = "leaky_relu" if key in _LEAKY_KEYS else key
     if not text:
         return key, None
     if key not in _LEAKY_KEYS:
@@ -261,7 +262,7 @@ def get_activation(spec: str | Activation, slope: float | None = None) -> Activa
             f"activation must be one of {ACTIVATION_NAMES} or an Activation; got {spec!r}"
         )
     key, written = split_name(spec)
-    if key not in _LEAKY_KEYS:
+    if key != "leaky_relu":
         return _SIMPLE[key]()
     if written is not None and slope is not None and float(slope) != written:
         raise InputError(f"activation {spec!r} names the slope {written!r} but slope={slope!r} "

@@ -23,11 +23,12 @@ from ._validation import (
     save_npy,
     write_output,
 )
+from .activations import Activation, get_activation, split_name
 from .cli_hardness import add_parser as add_hardness_parser
 from .cli_mnist import add_parsers as add_mnist_parsers
 from .cli_reconstruct import add_parser as add_reconstruct_parser
 from .cli_reproduce import add_parsers as add_reproduce_parsers
-from .errors import LayerinvError, is_usage_error
+from .errors import InputError, LayerinvError, is_usage_error
 from .invert import ALL_METHODS, invert
 from .layer import METHODS
 from .lp import SOLVERS
@@ -163,16 +164,13 @@ CLI_LEAKY_SLOPE = 0.1
 """random-network's leaky_relu slope where neither --activation nor --slope gives one."""
 
 
-def _cli_activation(name: str, slope: float | None, option: str) -> object:
+def _cli_activation(name: str, slope: float | None, option: str) -> Activation:
     """`option` NAME with --slope; a bare leaky_relu gets the documented CLI_LEAKY_SLOPE."""
-    from .activations import get_activation, split_name
-    from .errors import InputError
-
     key, written = split_name(name)
     if written is not None and slope is not None and written != slope:
         raise InputError(f"{option} {name!r} names the slope {written!r} but --slope "
                          f"{slope!r} was given too; give one")
-    if slope is None and written is None and key in ("leaky_relu", "leakyrelu"):
+    if slope is None and written is None and key == "leaky_relu":
         slope = CLI_LEAKY_SLOPE
     return get_activation(name, slope)
 
