@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from layerinv import InputError, LeakyReLU, get_activation
+from layerinv.errors import DefaultSlopeWarning
 
 ACTIVATIONS = ["relu", "identity", "sigmoid", "tanh", LeakyReLU(0.1), LeakyReLU(3.0)]
 
@@ -76,3 +80,51 @@ def test_unknown_activation_is_named(bad):
 def test_leaky_relu_slope_must_be_positive(slope):
     with pytest.raises(InputError, match="slope must be a finite number > 0"):
         LeakyReLU(slope)
+
+
+# ------------------------------------------------------------------ names with parameters
+@pytest.mark.parametrize(("name", "slope"), [
+    ("leaky_relu(0.1)", 0.1), ("leaky_relu( 0.25 )", 0.25), ("Leaky-ReLU(2)", 2.0),
+    ("leakyrelu(1e-3)", 1e-3), ("LeakyReLU(negative_slope=0.2)", 0.2),  # str(nn.LeakyReLU)
+])
+def test_a_leaky_relu_name_carries_its_slope(name, slope):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a named slope is no default: no warning
+        act = get_activation(name)
+    assert isinstance(act, LeakyReLU) and act.slope == slope
+
+
+def test_a_bare_leaky_relu_says_which_slope_it_uses():
+    with pytest.warns(DefaultSlopeWarning, match=r"names no slope: using 0\.01"):
+        act = get_activation("leaky_relu")
+    assert act == LeakyReLU(0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert get_activation("leaky_relu", 0.3) == LeakyReLU(0.3)  # given: no warning
+
+
+@given(slope=st.floats(1e-300, 1e300))
+@settings(max_examples=200, deadline=None)
+def test_names_round_trip_exactly(slope):
+    act = LeakyReLU(slope)
+    assert get_activation(str(act)).slope == slope
+    assert get_activation(repr(act)) == act
+
+
+@pytest.mark.parametrize("name", ["relu", "identity", "sigmoid", "tanh", "relu()"])
+def test_other_names_round_trip(name):
+    act = get_activation(name)
+    assert get_activation(str(act)) == act
+
+
+@pytest.mark.parametrize(("name", "slope", "message"), [
+    ("leaky_relu(abc)", None, "must be a number"),
+    ("leaky_relu(0.1", None, "activation must be one of"),
+    ("relu(0.1)", None, "relu takes no parameter"),
+    ("leaky_relu(-0.1)", None, "slope must be a finite number > 0"),
+    ("leaky_relu(nan)", None, "slope must be a finite number > 0"),
+    ("leaky_relu(0.2)", 0.1, "names the slope 0.2 but slope=0.1"),
+])
+def test_bad_names_are_refused(name, slope, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        get_activation(name, slope)

@@ -108,3 +108,20 @@ def test_hardness_command(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "answer:" in result.stdout and ("SAT" in result.stdout)
     assert "Running HiGHS" not in result.stdout  # the solver's banner is kept out
+
+
+def test_random_network_activation_names_carry_the_slope(tmp_path):
+    from layerinv import LeakyReLU, Network
+
+    path = tmp_path / "net.npz"
+    for argv, slope in ((["--activation", "leaky_relu(0.2)"], 0.2),
+                        (["--activation", "leaky_relu", "--slope", "0.3"], 0.3),
+                        (["--activation", "leaky_relu"], 0.1)):  # the CLI's stated default
+        result = run("random-network", "--widths", "3", "10", "--out", str(path), *argv)
+        assert result.returncode == 0, result.stderr
+        assert f"leaky_relu({slope})" in result.stdout  # the slope used is printed
+        assert Network.load(path).layers[0].activation == LeakyReLU(slope)
+    result = run("random-network", "--widths", "3", "10", "--out", str(path),
+                 "--activation", "leaky_relu(0.2)", "--slope", "0.3")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "--slope" in result.stderr

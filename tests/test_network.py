@@ -118,3 +118,20 @@ def test_load_rejects_inconsistent_layers(tmp_path):
              slope_1=np.array(0.0))
     with pytest.raises(NetworkFileError, match="takes 5 inputs"):
         Network.load(path)
+
+
+def test_load_names_a_npy_file_given_as_a_network(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.ones(3))
+    with pytest.raises(NetworkFileError, match=r"'.*x\.npy' is a \.npy array, not a layerinv"):
+        Network.load(path)
+    with pytest.raises(NetworkFileError, match="is a folder"):
+        Network.load(tmp_path)
+
+
+def test_save_writes_to_an_open_file(tmp_path):
+    net = random_network([4, 12, 30], seed=3)
+    with open(tmp_path / "n.npz", "wb") as handle:
+        net.save(handle)
+    z = np.ones(4)
+    np.testing.assert_array_equal(Network.load(tmp_path / "n.npz")(z), net(z))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -12,7 +13,12 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from layerinv.activations import Identity, LeakyReLU, ReLU, Sigmoid, Tanh  # noqa: E402
-from layerinv.errors import InputError, NetworkFileError, UnsupportedLayerError  # noqa: E402
+from layerinv.errors import (  # noqa: E402
+    DefaultSlopeWarning,
+    InputError,
+    NetworkFileError,
+    UnsupportedLayerError,
+)
 from layerinv.network import Network, random_network  # noqa: E402
 from layerinv.torch_io import (  # noqa: E402
     network_from_module,
@@ -244,6 +250,25 @@ def test_from_in_memory_dicts() -> None:
         net = network_from_state_dict(state, layers=["fc3", "fc4"],
                                       activations=["relu", "sigmoid"])
         _check_decoder(net, model)
+
+
+def test_a_leaky_relu_checkpoint_loaded_by_name_keeps_its_slope(tmp_path) -> None:
+    decoder = nn.Sequential(nn.Linear(3, 7), nn.LeakyReLU(0.1), nn.Linear(7, 12),
+                            nn.LeakyReLU(0.1))
+    path = tmp_path / "leaky.pt"
+    torch.save(decoder.state_dict(), path)
+    z = np.random.default_rng([3, 5]).normal(size=(4, 3)) * 3  # negative units present
+    for name in ("leaky_relu(0.1)", str(nn.LeakyReLU(0.1))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the slope is named: no DefaultSlopeWarning
+            net = Network.from_state_dict(path, layers=["0", "2"], activations=[name] * 2)
+        assert [layer.activation for layer in net.layers] == [LeakyReLU(0.1)] * 2
+        np.testing.assert_allclose(net.forward(z), _torch_forward(decoder, z), rtol=1e-5,
+                                   atol=1e-6)
+    # A bare name means PyTorch's default slope 0.01, and says so.
+    with pytest.warns(DefaultSlopeWarning, match="using 0.01"):
+        net = Network.from_state_dict(path, layers=["0", "2"], activations=["leaky_relu"] * 2)
+    assert net.layers[0].activation == LeakyReLU(0.01)
 
 
 def test_state_dict_any_float_dtype_becomes_float64() -> None:

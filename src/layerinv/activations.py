@@ -13,11 +13,13 @@ bands linear, and `layer.py` re-classifies when the slack it finds says a row wa
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from .errors import DefaultSlopeWarning, InputError
 
 # Sigmoid and tanh observations are clipped this far inside the open range before the inverse.
 _OPEN_RANGE_MARGIN = 1e-12
@@ -148,7 +150,8 @@ class LeakyReLU(Activation):
         return Band(lower, lower_slope, upper, upper_slope, np.zeros_like(y), center)
 
     def __repr__(self) -> str:
-        return f"leaky_relu({self._slope:g})"
+        # repr of the float, not :g, so that the name parses back to exactly this slope.
+        return f"leaky_relu({self._slope!r})"
 
 
 class Identity(Activation):
@@ -207,21 +210,68 @@ class Tanh(_Squashing):
 
 
 ACTIVATION_NAMES = ("relu", "leaky_relu", "identity", "sigmoid", "tanh")
+DEFAULT_LEAKY_SLOPE = 0.01
+"""The slope of a 'leaky_relu' named without one: PyTorch's nn.LeakyReLU default."""
+
+_SIMPLE = {"relu": ReLU, "identity": Identity, "linear": Identity, "sigmoid": Sigmoid,
+           "tanh": Tanh}
+_LEAKY_KEYS = ("leaky_relu", "leakyrelu")
+_NAME = re.compile(r"^\s*([a-z_-]+)\s*"  # the name; then an optional '(slope)'
+                   r"(?:\(\s*(?:(?:negative_slope|slope)\s*=\s*)?([^()]*?)\s*\))?\s*$")
+
+
+def split_name(spec: str) -> tuple[str, float | None]:
+    """('leaky_relu', 0.2) for 'leaky_relu(0.2)'; the parameter is None when none is written.
+
+    Accepted spellings: any case, '-' for '_', 'leakyrelu', an empty '()', and PyTorch's
+    'LeakyReLU(negative_slope=0.2)', so `str()` of an nn.LeakyReLU parses too.
+    """
+    match = _NAME.match(spec.lower())
+    if match is None:
+        raise InputError(f"activation must be one of {ACTIVATION_NAMES}, leaky_relu possibly "
+                         f"with its slope as in 'leaky_relu(0.2)'; got {spec!r}")
+    key, text = match.group(1).replace("-", "_"), match.group(2)
+    if key not in _SIMPLE and key not in _LEAKY_KEYS:
+        raise InputError(f"activation must be one of {ACTIVATION_NAMES}; got {spec!r}")
+    key = "leaky_relu" if key in _LEAKY_KEYS else key
+    if not text:
+        return key, None
+    if key not in _LEAKY_KEYS:
+        raise InputError(f"activation {spec!r}: {key} takes no parameter; only leaky_relu has "
+                         f"one (its slope, as in 'leaky_relu(0.2)')")
+    try:
+        return key, float(text)
+    except ValueError:
+        raise InputError(f"activation {spec!r}: the slope in parentheses must be a number, as "
+                         f"in 'leaky_relu(0.2)'; got {text!r}") from None
 
 
 def get_activation(spec: str | Activation, slope: float | None = None) -> Activation:
-    """An Activation from a name ('relu', 'leaky_relu', 'identity', 'sigmoid', 'tanh') or itself."""
+    """An Activation from a name or itself.
+
+    Names: 'relu', 'identity' (or 'linear'), 'sigmoid', 'tanh', and 'leaky_relu(a)' with its
+    slope a > 0; the slope may also come as `slope`. A 'leaky_relu' with no slope either way
+    gets DEFAULT_LEAKY_SLOPE (0.01, as in PyTorch) and a DefaultSlopeWarning that says so:
+    a checkpoint trained with another slope would silently give a different network.
+    `repr()` of every activation is a name that parses back to an equal activation.
+    """
     if isinstance(spec, Activation):
         return spec
     if not isinstance(spec, str):
         raise InputError(
             f"activation must be one of {ACTIVATION_NAMES} or an Activation; got {spec!r}"
         )
-    key = spec.lower().replace("-", "_")
-    if key in ("leaky_relu", "leakyrelu"):
-        return LeakyReLU(0.01 if slope is None else slope)
-    simple = {"relu": ReLU, "identity": Identity, "linear": Identity, "sigmoid": Sigmoid,
-              "tanh": Tanh}
-    if key not in simple:
-        raise InputError(f"activation must be one of {ACTIVATION_NAMES}; got {spec!r}")
-    return simple[key]()
+    key, written = split_name(spec)
+    if key != "leaky_relu":
+        return _SIMPLE[key]()
+    if written is not None and slope is not None and float(slope) != written:
+        raise InputError(f"activation {spec!r} names the slope {written!r} but slope={slope!r} "
+                         f"was given too; give one")
+    chosen = written if written is not None else slope
+    if chosen is None:
+        warnings.warn(f"activation {spec!r} names no slope: using {DEFAULT_LEAKY_SLOPE} "
+                      f"(PyTorch's default); write 'leaky_relu({DEFAULT_LEAKY_SLOPE})' to "
+                      f"say so, or the slope the network was trained with, e.g. "
+                      f"'leaky_relu(0.2)'", DefaultSlopeWarning, stacklevel=2)
+        chosen = DEFAULT_LEAKY_SLOPE
+    return LeakyReLU(chosen)

@@ -3,32 +3,57 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import time
+import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 import numpy as np
 
 from . import __version__
-from ._validation import load_npy
+from ._validation import (
+    SEED,
+    check_distinct,
+    float_arg,
+    int_arg,
+    load_npy,
+    output_path,
+    save_npy,
+    write_output,
+)
+from .activations import Activation, get_activation, split_name
 from .cli_hardness import add_parser as add_hardness_parser
 from .cli_mnist import add_parsers as add_mnist_parsers
 from .cli_reconstruct import add_parser as add_reconstruct_parser
 from .cli_reproduce import add_parsers as add_reproduce_parsers
-from .errors import LayerinvError
+from .errors import InputError, LayerinvError, is_usage_error
 from .invert import ALL_METHODS, invert
 from .layer import METHODS
 from .lp import SOLVERS
 from .network import Network, random_network
 
+EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (argparse prints the usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)} "
+                              f"(see {self.prog} --help)\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="layerinv",
         description="Invert deep generative networks one layer at a time with linear "
                     "programming (Lei, Jalal, Dhillon, Dimakis, NeurIPS 2019).",
     )
     parser.add_argument("--version", action="version", version=f"layerinv {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, print the full traceback (also after a command)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     _add_invert(commands)
@@ -39,7 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_mnist_parsers(commands)
     add_reconstruct_parser(commands)
     add_reproduce_parsers(commands)
+    _add_debug_everywhere(parser)
     return parser
+
+
+def _add_debug_everywhere(parser: argparse.ArgumentParser) -> None:
+    """`--debug` is also accepted after the command (`layerinv invert ... --debug`)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                # SUPPRESS: an absent flag does not overwrite the top-level value.
+                sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                 help=argparse.SUPPRESS)
+                _add_debug_everywhere(sub)
 
 
 def _add_invert(commands: argparse._SubParsersAction) -> None:
@@ -48,15 +85,17 @@ def _add_invert(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--network", required=True, help="network file (.npz from Network.save)")
     p.add_argument("--observation", required=True, help=".npy of shape (n,) or (B, n)")
     p.add_argument("--method", default="linf", choices=ALL_METHODS)
-    p.add_argument("--noise", type=float, default=None,
+    p.add_argument("--noise", type=float_arg(0.0), default=None,
                    help="a bound on ||x - G(z*)||_inf, if known (LP methods)")
     p.add_argument("--preset", default=None,
                    help="gradient methods: bora2017 (default) or hand2017")
-    p.add_argument("--steps", type=int, default=None, help="gradient methods: steps")
-    p.add_argument("--restarts", type=int, default=None, help="gradient methods: restarts")
-    p.add_argument("--seed", type=int, default=0, help="gradient methods: seed")
+    p.add_argument("--steps", type=int_arg(1), default=None, help="gradient methods: steps")
+    p.add_argument("--restarts", type=int_arg(1), default=None,
+                   help="gradient methods: restarts")
+    p.add_argument("--seed", type=SEED, default=0, help="gradient methods: seed")
     p.add_argument("--solver", default="auto", choices=SOLVERS)
-    p.add_argument("--out", required=True, help="where to write z (.npy)")
+    p.add_argument("--out", required=True,
+                   help="where to write z (.npy; the suffix is added if missing)")
     p.add_argument("--quiet", action="store_true", help="print only the totals")
     p.set_defaults(run=_run_invert)
 
@@ -64,14 +103,18 @@ def _add_invert(commands: argparse._SubParsersAction) -> None:
 def _add_random_network(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("random-network", help="write a random expansive network (.npz)",
                             description="Weights i.i.d. N(0, 1/n_out), as in the paper.")
-    p.add_argument("--widths", type=int, nargs="+", required=True, help="k n_1 ... n_d")
+    p.add_argument("--widths", type=int_arg(1), nargs="+", required=True,
+                   help="k n_1 ... n_d")
     p.add_argument("--activation", default="relu",
-                   help="relu, leaky_relu, identity, sigmoid or tanh")
-    p.add_argument("--slope", type=float, default=0.1, help="leaky_relu slope")
+                   help="relu, leaky_relu, identity, sigmoid or tanh; leaky_relu may carry its "
+                        "slope, as in leaky_relu(0.2)")
+    p.add_argument("--slope", type=float_arg(0.0, strict=True), default=None,
+                   help=f"leaky_relu slope where the name gives none (default "
+                        f"{CLI_LEAKY_SLOPE:g})")
     p.add_argument("--output-activation", default=None, help="last layer's (default: same)")
     p.add_argument("--bias", action="store_true", help="draw biases N(0, 1/n_out) too")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--out", required=True, help="the network file (.npz) to write")
     p.set_defaults(run=_run_random_network)
 
 
@@ -79,10 +122,10 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("sample", help="draw z ~ N(0, I) and write G(z) (+ noise)",
                             description="Make test observations for a network.")
     p.add_argument("--network", required=True)
-    p.add_argument("--count", type=int, default=1)
-    p.add_argument("--noise", type=float, default=0.0,
+    p.add_argument("--count", type=int_arg(1), default=1)
+    p.add_argument("--noise", type=float_arg(0.0), default=0.0,
                    help="uniform noise of this l_inf size relative to max|G(z)|")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", required=True, help="observations (.npy)")
     p.add_argument("--latent-out", default=None, help="the true z (.npy)")
     p.set_defaults(run=_run_sample)
@@ -90,14 +133,17 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
 
 def _add_demo(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("demo", help="invert a random 20 x 250 x 600 net with every method")
-    p.add_argument("--instances", type=int, default=20)
-    p.add_argument("--noise", type=float, default=1e-3,
+    p.add_argument("--instances", type=int_arg(1), default=20)
+    p.add_argument("--noise", type=float_arg(0.0), default=1e-3,
                    help="relative uniform noise of the noisy run")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(run=_run_demo)
 
 
 def _run_invert(args: argparse.Namespace) -> int:
+    out = output_path(args.out, "--out", suffix=".npy",
+                      inputs={"--observation": args.observation, "--network": args.network})
+    args.out = str(out)  # the file really written (numpy.save adds .npy), printed below
     net = Network.load(args.network)
     x = load_npy(args.observation, "--observation")
     gd_options = {}
@@ -106,7 +152,7 @@ def _run_invert(args: argparse.Namespace) -> int:
         gd_options = {key: value for key, value in given.items() if value is not None}
         gd_options["seed"] = args.seed
     result = invert(net, x, args.method, noise=args.noise, solver=args.solver, **gd_options)
-    np.save(args.out, result.z)
+    save_npy(out, result.z, "--out")
     if not args.quiet:
         print(result.summary())
     ok = int(np.sum(result.success))
@@ -114,30 +160,49 @@ def _run_invert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_random_network(args: argparse.Namespace) -> int:
-    from .activations import get_activation
+CLI_LEAKY_SLOPE = 0.1
+"""random-network's leaky_relu slope where neither --activation nor --slope gives one."""
 
-    act = get_activation(args.activation, args.slope)
-    out_act = None if args.output_activation is None else get_activation(
-        args.output_activation, args.slope)
+
+def _cli_activation(name: str, slope: float | None, option: str) -> Activation:
+    """`option` NAME with --slope; a bare leaky_relu gets the documented CLI_LEAKY_SLOPE."""
+    key, written = split_name(name)
+    if written is not None and slope is not None and written != slope:
+        raise InputError(f"{option} {name!r} names the slope {written!r} but --slope "
+                         f"{slope!r} was given too; give one")
+    if slope is None and written is None and key == "leaky_relu":
+        slope = CLI_LEAKY_SLOPE
+    return get_activation(name, slope)
+
+
+def _run_random_network(args: argparse.Namespace) -> int:
+    out = output_path(args.out, "--out")
+    act = _cli_activation(args.activation, args.slope, "--activation")
+    out_act = None if args.output_activation is None else _cli_activation(
+        args.output_activation, args.slope, "--output-activation")
     net = random_network(args.widths, act, output_activation=out_act, bias=args.bias,
                          seed=args.seed)
-    net.save(args.out)
-    print(f"wrote {net!r} to {args.out}")
+    write_output(out, "--out", net.save)
+    print(f"wrote {net!r} to {out}")
     return 0
 
 
 def _run_sample(args: argparse.Namespace) -> int:
+    inputs = {"--network": args.network}
+    out = output_path(args.out, "--out", suffix=".npy", inputs=inputs)
+    latent_out = None if args.latent_out is None else output_path(
+        args.latent_out, "--latent-out", suffix=".npy", inputs=inputs)
+    check_distinct({"--out": out, "--latent-out": latent_out})
     net = Network.load(args.network)
     rng = np.random.default_rng(args.seed)
     z = rng.normal(size=(args.count, net.input_dim))
     x = net.forward(z)
     if args.noise > 0:
         x = x + rng.uniform(-1, 1, x.shape) * args.noise * np.abs(x).max(axis=1, keepdims=True)
-    np.save(args.out, x)
-    if args.latent_out:
-        np.save(args.latent_out, z)
-    print(f"wrote {args.count} observations of shape {x.shape[1:]} to {args.out}")
+    save_npy(out, x, "--out")
+    if latent_out is not None:
+        save_npy(latent_out, z, "--latent-out")
+    print(f"wrote {args.count} observations of shape {x.shape[1:]} to {out}")
     return 0
 
 
@@ -177,12 +242,68 @@ def _demo_instances(widths: list[int], count: int, noise: float,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the exit status.
+
+    0 done; 2 a usage error (a bad argument, an InputError or any LayerinvError marked
+    `usage`); 1 a runtime failure (another LayerinvError, an OSError such as a full disk or a
+    read-only location, an SQLite error, MemoryError, or an unexpected exception); 130
+    interrupted (Ctrl-C). Each error is one line on stderr, the full traceback only with
+    --debug.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         return int(args.run(args))
-    except LayerinvError as exc:
-        print(f"layerinv {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        _report(args, "interrupted (Ctrl-C)")
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        code, message = _classify(exc)
+        _report(args, f"error: {message}")
+        return code
+
+
+def _classify(exc: Exception) -> tuple[int, str]:
+    """The exit status of an exception escaping a command, and its one-line message."""
+    text = _one_line(str(exc))
+    if isinstance(exc, LayerinvError):
+        return (EXIT_USAGE if is_usage_error(exc) else EXIT_FAILURE), text
+    if isinstance(exc, BrokenPipeError):
+        _silence_stdout()
+        return EXIT_FAILURE, f"the output pipe was closed ({text})"
+    if isinstance(exc, OSError):
+        return EXIT_FAILURE, text or type(exc).__name__
+    if isinstance(exc, sqlite3.Error):
+        return EXIT_FAILURE, f"the results database failed: {type(exc).__name__}: {text}"
+    if isinstance(exc, MemoryError):
+        return EXIT_FAILURE, f"out of memory{': ' + text if text else ''}; try a smaller batch"
+    return EXIT_FAILURE, (f"unexpected {type(exc).__name__}: {text} (a bug in layerinv; "
+                          f"run again with --debug for the traceback and please report it)")
+
+
+def _report(args: argparse.Namespace, message: str) -> None:
+    if getattr(args, "debug", False):
+        traceback.print_exc()
+    command = " ".join(part for part in (args.command, getattr(args, "action", None)) if part)
+    print(f"layerinv {command}: {message}", file=sys.stderr)
+
+
+def _one_line(text: str) -> str:
+    """A message on one line: messages of NumPy, SQLite and PyTorch may hold newlines."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe (`layerinv ... | head`), stop Python's final flush from failing too."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,7 +17,7 @@ import warnings
 
 from tqdm.auto import tqdm
 
-from .errors import LayerinvError
+from ._validation import SEED, float_arg, int_arg
 from .exact import (
     DEFAULT_BOX,
     BoxWarning,
@@ -50,11 +50,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--vars", type=int, default=20, metavar="N",
                         help="number of variables (default: 20)")
-    parser.add_argument("--clauses", type=int, default=None, metavar="M",
+    parser.add_argument("--clauses", type=int_arg(0), default=None, metavar="M",
                         help="number of clauses (default: round(4.26 N), the threshold)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S",
+    parser.add_argument("--seed", type=SEED, default=0, metavar="S",
                         help="seed of the random instance (default: 0); the sweep uses S + N")
-    parser.add_argument("--time-limit", type=float, default=None, metavar="T",
+    parser.add_argument("--time-limit", type=float_arg(0.0), default=None, metavar="T",
                         help="seconds per instance; past it the answer is UNKNOWN "
                              "(default: none; in a sweep, what is left of --budget)")
     parser.add_argument("--sweep", action="store_true",
@@ -64,10 +64,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="first N of the sweep (default: 4)")
     parser.add_argument("--max-vars", type=int, default=40, metavar="N1",
                         help="last N of the sweep (default: 40)")
-    parser.add_argument("--step", type=int, default=2, help="step of N in the sweep (default: 2)")
-    parser.add_argument("--repeats", type=int, default=1, metavar="R",
+    parser.add_argument("--step", type=int_arg(1), default=2,
+                        help="step of N in the sweep (default: 2)")
+    parser.add_argument("--repeats", type=int_arg(1), default=1, metavar="R",
                         help="instances per N in the sweep (default: 1)")
-    parser.add_argument("--budget", type=float, default=120.0, metavar="SECONDS",
+    parser.add_argument("--budget", type=float_arg(0.0, strict=True), default=120.0,
+                        metavar="SECONDS",
                         help="total seconds for the sweep (default: 120)")
     parser.set_defaults(run=run)
     return parser
@@ -85,29 +87,22 @@ def _decide(n: int, m: int, seed: int, time_limit: float | None
 
 
 def _check_args(args: argparse.Namespace) -> str | None:
+    # Single values (NaN, negative, ...) are refused by the parser's types; these span options.
     if args.vars < 3 or (args.sweep and args.min_vars < 3):
         return "--vars and --min-vars must be at least 3 (three distinct variables per clause)"
-    if args.clauses is not None and args.clauses < 0:
-        return "--clauses must be >= 0"
-    if args.time_limit is not None and not args.time_limit >= 0:
-        return "--time-limit must be >= 0"
-    if args.sweep and (args.step < 1 or args.repeats < 1 or args.max_vars < args.min_vars
-                       or not args.budget > 0):
-        return "--sweep needs --step >= 1, --repeats >= 1, --max-vars >= --min-vars, --budget > 0"
+    if args.sweep and args.max_vars < args.min_vars:
+        return f"--max-vars must be >= --min-vars; got {args.max_vars} < {args.min_vars}"
     return None
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run `layerinv hardness`; returns 0, 2 on a bad argument, 1 on an internal failure."""
+    """Run `layerinv hardness`; returns 0, or 2 on a bad argument. Errors raised while
+    deciding are left to `layerinv.cli.main`, which prints them in one line."""
     problem = _check_args(args)
     if problem is not None:
         print(f"layerinv hardness: error: {problem}", file=sys.stderr)
         return 2
-    try:
-        return _sweep(args) if args.sweep else _single(args)
-    except LayerinvError as exc:
-        print(f"layerinv hardness: error: {exc}", file=sys.stderr)
-        return 2
+    return _sweep(args) if args.sweep else _single(args)
 
 
 def _single(args: argparse.Namespace) -> int:
@@ -159,10 +154,9 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m layerinv.cli_hardness ...` (the same options, without the subcommand)."""
-    parser = argparse.ArgumentParser(prog="layerinv")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["hardness", *(sys.argv[1:] if argv is None else argv)])
-    return run(args)
+    from .cli import main as layerinv_main
+
+    return layerinv_main(["hardness", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
+
+from ._validation import SEED, check_distinct, float_arg, int_arg, output_path, write_output
+from .errors import InputError
 
 KINDS = ("relu", "leaky_relu")
 METHODS = ("linf", "l1", "gd", "lp+gd", "encoder")
@@ -34,15 +38,16 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="directory to write the .npz/.json files to")
     p.add_argument("--kind", default="both", choices=(*KINDS, "both"),
                    help="which decoder to train (default: both)")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=int_arg(1), default=None,
                    help="epochs (default: 100)")
-    p.add_argument("--heldout", type=int, default=1000, help="digits kept out of training")
-    p.add_argument("--ship", type=int, default=200,
+    p.add_argument("--heldout", type=int_arg(1), default=1000,
+                   help="digits kept out of training")
+    p.add_argument("--ship", type=int_arg(0), default=200,
                    help="held-out digits written to mnist_heldout_digits.npz")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N digits")
-    p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int_arg(2), default=None, help="use only the first N digits")
+    p.add_argument("--batch-size", type=int_arg(1), default=250)
+    p.add_argument("--lr", type=float_arg(0.0, strict=True), default=2e-3)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_train_mnist)
 
@@ -58,19 +63,19 @@ def _add_mnist(subparsers: argparse._SubParsersAction) -> None:
                             ("inpaint", "a random-pixel or block mask, with or without noise")):
         a = actions.add_parser(name, help=help_text, description=help_text)
         a.add_argument("--generator", default="relu", choices=KINDS)
-        a.add_argument("--instances", type=int, default=100)
+        a.add_argument("--instances", type=int_arg(1), default=100)
         a.add_argument("--source", default="gaussian", choices=("gaussian", "digit"),
                        help="z* ~ N(0, I), or the encoder mean of a held-out real digit")
         default_var = 0.3 if name == "denoise" else 0.0
-        a.add_argument("--variance", type=float, default=default_var,
+        a.add_argument("--variance", type=float_arg(0.0), default=default_var,
                        help=f"per-pixel Gaussian noise variance (default {default_var:g})")
         if name == "inpaint":
             a.add_argument("--mask", default="random", choices=("random", "block"))
-            a.add_argument("--keep", type=float, default=0.9,
+            a.add_argument("--keep", type=float_arg(0.0, strict=True, high=1.0), default=0.9,
                            help="share of pixels kept by a random mask")
-            a.add_argument("--block", type=int, default=10, help="side of a block mask")
+            a.add_argument("--block", type=int_arg(1), default=10, help="side of a block mask")
         a.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-        a.add_argument("--seed", type=int, default=0)
+        a.add_argument("--seed", type=SEED, default=0)
         a.add_argument("--figure", default=None, help="write the paper's grid to this PNG")
         a.add_argument("--rows", default=None,
                        help="write the per-instance rows to this .csv or .json")
@@ -80,6 +85,10 @@ def _add_mnist(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train_mnist(args: argparse.Namespace) -> int:
     from .train import train_mnist  # PyTorch is imported here only
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InputError(f"--out: {args.out!r} is a file; expected a folder to write the "
+                         f"decoders into")
 
     kinds = KINDS if args.kind == "both" else (args.kind,)
     summary = train_mnist(args.data, args.out, kinds=kinds, heldout=args.heldout,
@@ -96,6 +105,13 @@ def run_train_mnist(args: argparse.Namespace) -> int:
 def run_mnist(args: argparse.Namespace) -> int:
     from .experiments import mnist
 
+    # Checked before the run: both are written only at its end. Missing folders are created.
+    figure = None if args.figure is None else output_path(args.figure, "--figure",
+                                                          create_folder=True)
+    rows_path = None if args.rows is None else output_path(args.rows, "--rows",
+                                                           create_folder=True)
+    check_distinct({"--figure": figure, "--rows": rows_path})
+
     common: dict[str, Any] = {"n": args.instances, "source": args.source,
                               "variance": args.variance, "methods": args.methods,
                               "seed": args.seed, "figure": args.figure,
@@ -106,9 +122,9 @@ def run_mnist(args: argparse.Namespace) -> int:
         rows = mnist.inpaint(args.generator, mask=args.mask, keep=args.keep, block=args.block,
                              **common)
     print(mnist.format_summary(mnist.summarise(rows)))
-    if args.rows:
-        _write_rows(rows, Path(args.rows))
-        print(f"rows written to {args.rows}")
+    if rows_path is not None:
+        _write_rows(rows, rows_path)
+        print(f"rows written to {rows_path}")
     if args.figure:
         print(f"figure written to {args.figure}")
     return 0
@@ -117,9 +133,11 @@ def run_mnist(args: argparse.Namespace) -> int:
 def _write_rows(rows: list[dict[str, Any]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".json":
-        path.write_text(json.dumps(rows, indent=1) + "\n")
-        return
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        text = json.dumps(rows, indent=1) + "\n"
+    else:
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+        text = buffer.getvalue()
+    write_output(path, "--rows", lambda handle: handle.write(text.encode()))

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import load_npy
+from ._validation import SEED, check_distinct, float_arg, int_arg, load_npy, output_path, save_npy
 
 MEASUREMENTS = ("identity", "mask", "gaussian", "magnitude")
 METHODS = ("auto", "exact", "linf", "l1", "lp+gd", "gd", "pgd")
@@ -43,39 +43,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--measurement", required=True, choices=MEASUREMENTS)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--observation", help="measurements y: .npy of shape (m,) or (B, m)")
-    source.add_argument("--simulate", type=int, metavar="COUNT",
+    source.add_argument("--simulate", type=int_arg(1), metavar="COUNT",
                         help="draw COUNT latents z ~ N(0, I), measure G(z) and reconstruct")
-    p.add_argument("--noise-sigma", type=float, default=0.0,
+    p.add_argument("--noise-sigma", type=float_arg(0.0), default=0.0,
                    help="--simulate: Gaussian noise of this standard deviation on y")
     mask = p.add_argument_group("mask")
     mask.add_argument("--mask", help="boolean (or 0/1) .npy of length n: True = kept")
-    mask.add_argument("--keep-fraction", type=float, help="random mask keeping this fraction")
-    mask.add_argument("--block", type=int, help="hide one BLOCK x BLOCK square")
-    mask.add_argument("--image-shape", type=int, nargs=2, metavar=("ROWS", "COLS"),
+    mask.add_argument("--keep-fraction", type=float_arg(0.0, strict=True, high=1.0),
+                      help="random mask keeping this fraction")
+    mask.add_argument("--block", type=int_arg(1), help="hide one BLOCK x BLOCK square")
+    mask.add_argument("--image-shape", type=int_arg(1), nargs=2, metavar=("ROWS", "COLS"),
                       help="image shape for --block (default: square)")
-    mask.add_argument("--mask-seed", type=int, default=0)
+    mask.add_argument("--mask-seed", type=SEED, default=0)
     matrix = p.add_argument_group("gaussian and magnitude")
     matrix.add_argument("--matrix", help="A as a .npy of shape (m, n)")
-    matrix.add_argument("-m", "--measurements", type=int, dest="m",
+    matrix.add_argument("-m", "--measurements", type=int, dest="m",  # checked by Gaussian
                         help="number of measurements of a Gaussian A (N(0, 1/m) entries)")
-    matrix.add_argument("--matrix-seed", type=int, default=0, help="seed of the Gaussian A")
+    matrix.add_argument("--matrix-seed", type=SEED, default=0, help="seed of the Gaussian A")
     method = p.add_argument_group("method")
     method.add_argument("--method", default="auto", choices=METHODS,
                         help="auto: linf for identity/mask, pgd for gaussian/magnitude")
-    method.add_argument("--noise", type=float, default=None,
+    method.add_argument("--noise", type=float_arg(0.0), default=None,
                         help="LP methods: a bound on ||y - A G(z*)||_inf, if known")
     method.add_argument("--projection", default=None, choices=("linf", "l1"),
                         help="pgd: the LP used as the projection (default linf)")
-    method.add_argument("--max-iter", type=int, default=None, help="pgd: most steps per start")
-    method.add_argument("--tol", type=float, default=None, help="pgd: relative-change stop")
+    method.add_argument("--max-iter", type=int_arg(1), default=None,
+                        help="pgd: most steps per start")
+    method.add_argument("--tol", type=float_arg(0.0, strict=True), default=None,
+                        help="pgd: relative-change stop")
     method.add_argument("--no-polish", action="store_true",
                         help="pgd: no Gauss-Newton steps after the projections")
-    method.add_argument("--restarts", type=int, default=None, help="pgd and gd: starts")
+    method.add_argument("--restarts", type=int_arg(1), default=None,
+                        help="pgd and gd: starts")
     method.add_argument("--preset", default=None, help="gd: bora2017 (default) or hand2017")
-    method.add_argument("--steps", type=int, default=None, help="gd: steps")
-    method.add_argument("--seed", type=int, default=0,
+    method.add_argument("--steps", type=int_arg(1), default=None, help="gd: steps")
+    method.add_argument("--seed", type=SEED, default=0,
                         help="seed of the random restarts and of --simulate's latents")
-    p.add_argument("--out", help="where to write z (.npy)")
+    p.add_argument("--out", help="where to write z (.npy; the suffix is added if missing)")
     p.add_argument("--signal-out", help="where to write the signal G(z) (.npy)")
     p.add_argument("--quiet", action="store_true", help="print only the totals")
     p.set_defaults(run=run_reconstruct)
@@ -83,18 +87,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
-    from .errors import InputError
     from .measurements import GaussianNoise
     from .network import Network
     from .reconstruct import reconstruct
 
+    out, signal_out = _output_paths(args)
     net = Network.load(args.network)
     measurement = build_measurement(args, net.output_dim)
     measurement.check_signal_size(net.output_dim)
     truth = None
     if args.simulate is not None:
-        if args.simulate < 1:
-            raise InputError(f"--simulate must be >= 1; got {args.simulate}")
         # Tagged: default_rng([seed, 1]) is not default_rng(seed), the generator of the random
         # starts, so no start is the true latent (NumPy reads [s, 0] as s).
         z_true = np.random.default_rng([args.seed, 1]).standard_normal((args.simulate,
@@ -108,10 +110,10 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         y = _mask_full_signal(measurement, y, net.output_dim)
     method, options = _method_options(args, measurement)
     result = reconstruct(net, y, measurement, method, **options)
-    if args.out:
-        np.save(args.out, result.z)
-    if args.signal_out:
-        np.save(args.signal_out, result.signal)
+    if out is not None:
+        save_npy(out, result.z, "--out")
+    if signal_out is not None:
+        save_npy(signal_out, result.signal, "--signal-out")
     statuses = Counter(np.atleast_1d(result.status).tolist())
     fits = np.atleast_1d(result.measurement_residual)
     samples = fits.size
@@ -130,10 +132,22 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         errors = _relative(result.signal, truth)
         print(f"relative signal error: median {np.median(errors):.3e}, max {np.max(errors):.3e}"
               f"; {int(np.sum(errors < 1e-3))} of {samples} below 1e-3")
-    if args.out or args.signal_out:
-        written = [path for path in (args.out, args.signal_out) if path]
+    if out is not None or signal_out is not None:
+        written = [str(path) for path in (out, signal_out) if path is not None]
         print(f"wrote {' and '.join(written)}")
     return 0
+
+
+def _output_paths(args: argparse.Namespace) -> tuple[Any, Any]:
+    """--out and --signal-out as the files really written, checked before any work."""
+    inputs = {"--network": args.network, "--observation": args.observation,
+              "--mask": args.mask, "--matrix": args.matrix}
+    out = None if args.out is None else output_path(args.out, "--out", suffix=".npy",
+                                                    inputs=inputs)
+    signal_out = None if args.signal_out is None else output_path(
+        args.signal_out, "--signal-out", suffix=".npy", inputs=inputs)
+    check_distinct({"--out": out, "--signal-out": signal_out})
+    return out, signal_out
 
 
 def build_measurement(args: argparse.Namespace, n: int) -> Any:

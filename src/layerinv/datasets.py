@@ -40,6 +40,8 @@ _IDX_PREFIXES = {"train": "train", "test": "t10k"}
 class DatasetFileError(LayerinvError, OSError):
     """A digits file that is missing, unreadable or in a layout load_mnist does not know."""
 
+    usage = True  # the file named by --data is wrong: exit status 2 (see errors.py)
+
 
 @dataclass(frozen=True)
 class Digits:

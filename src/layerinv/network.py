@@ -7,7 +7,7 @@ import os
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -115,8 +115,8 @@ class Network:
     __call__ = forward
 
     # ----------------------------------------------------------------- files
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the network to an .npz file (no pickles)."""
+    def save(self, path: str | os.PathLike[str] | BinaryIO) -> None:
+        """Write the network to an .npz file (no pickles), or to an open binary file."""
         arrays: dict[str, np.ndarray] = {
             "format": np.array(FILE_FORMAT),
             "version": np.array(FILE_VERSION),
@@ -128,6 +128,9 @@ class Network:
                 arrays[f"bias_{i}"] = layer.bias
             arrays[f"activation_{i}"] = np.array(layer.activation.name)
             arrays[f"slope_{i}"] = np.array(layer.activation.slope)
+        if hasattr(path, "write"):
+            np.savez(path, **arrays)
+            return
         with open(path, "wb") as handle:
             np.savez(handle, **arrays)
 
@@ -135,10 +138,17 @@ class Network:
     def load(cls, path: str | os.PathLike[str]) -> Network:
         """Read a network written by `save`; anything else is a NetworkFileError."""
         try:
-            with np.load(path, allow_pickle=False) as data:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise NetworkFileError(
+                    f"network file {str(path)!r} is a .npy array, not a layerinv .npz network "
+                    f"(written by Network.save or `layerinv random-network`)")
+            with data:
                 return cls._from_arrays({key: data[key] for key in data.files}, str(path))
         except FileNotFoundError:
             raise NetworkFileError(f"network file {str(path)!r} does not exist") from None
+        except IsADirectoryError:
+            raise NetworkFileError(f"network file {str(path)!r} is a folder") from None
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
             if isinstance(exc, NetworkFileError):
                 raise

@@ -72,6 +72,8 @@ CREATE TABLE IF NOT EXISTS trials (
 class ResultsFileError(LayerinvError, OSError):
     """A results file that is not a layerinv results store, or is corrupt or unreadable."""
 
+    usage = True  # the file named by --db is wrong: exit status 2 (see errors.py)
+
 
 # ----------------------------------------------------------------------------------- JSON
 def to_jsonable(value: Any) -> Any:
