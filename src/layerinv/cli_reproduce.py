@@ -9,8 +9,12 @@ runs them on their own.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 CHOICES = ("success-vs-k", "noise", "mnist", "sensing", "timing", "all")
 
@@ -61,10 +65,41 @@ def run_reproduce(args: argparse.Namespace) -> int:
         raise InputError(f"--workers must be >= 1 (or -1: every core); got {args.workers}")
     if args.scheduler is not None and args.workers is not None:
         print("note: --workers is ignored with --scheduler (the cluster has its own workers)")
-    result = run_experiments([args.experiment], quick=args.quick, trials=args.trials,
-                             workers=args.workers, scheduler=args.scheduler, db=args.db,
-                             out=args.out, progress=False if args.no_progress else None)
+    with first_ctrl_c_stops():
+        result = run_experiments([args.experiment], quick=args.quick, trials=args.trials,
+                                 workers=args.workers, scheduler=args.scheduler, db=args.db,
+                                 out=args.out, progress=False if args.no_progress else None)
     return result.exit_code
+
+
+@contextlib.contextmanager
+def first_ctrl_c_stops() -> Iterator[None]:
+    """The first Ctrl-C raises KeyboardInterrupt (the run stops its workers, counts the stored
+    trials and returns 130); later ones are ignored until the command has ended.
+
+    Without this a second Ctrl-C, pressed while the pool stops or while the finished trials
+    are counted, cut that short with a KeyboardInterrupt traceback. After an interruption
+    SIGINT stays ignored: the command is on its way out, and stopping takes a few seconds at
+    most (parallel.STOP_JOIN_S per worker at worst). Outside the main thread, or where a
+    handler other than Python's default is installed, nothing is changed.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    interrupted = []
+
+    def stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        interrupted.append(True)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        if not interrupted:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_report(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from .errors import LayerinvError
+from .parallel import sigint_deferred
 
 MAGIC = "layerinv-results"
 SCHEMA_VERSION = 1
@@ -237,17 +238,19 @@ class ResultsStore:
                   seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
                   key, dumps(metrics), float(seconds), dumps(versions or {}), _now())
         conn = self._connection
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO trials (experiment, trial_key, method, seed, params, "
-                "metrics, seconds, versions, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                values)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        # A Ctrl-C between the insert and the commit would lose a finished trial: held.
+        with sigint_deferred():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO trials (experiment, trial_key, method, seed, "
+                    "params, metrics, seconds, versions, finished_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
         return cursor.rowcount == 1
 
 
