@@ -220,3 +220,58 @@ def test_ctrl_c_between_insert_and_commit_keeps_the_trial(tmp_path):
         store._conn = store._conn._conn
     assert count_rows(path) == 1
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# ------------------------------------------------------------------------------ 2. one run per file
+RUNTIME_EXIT = 1
+"""A runtime failure's exit status: cli.main maps a LayerinvError that is not a usage error
+(not an InputError) to 1."""
+
+
+@needs_proc
+def test_a_second_run_on_the_same_file_is_refused_at_once_and_report_still_reads_it(tmp_path):
+    from layerinv.results import ResultsBusyError, ResultsStore
+
+    db = tmp_path / "shared.sqlite"
+    first = subprocess.Popen(
+        layerinv("reproduce", "success-vs-k", "--workers", "1", "--db", str(db), "--out",
+                 str(tmp_path / "first"), "--no-progress"),
+        env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: count_rows(db) >= 1, "a stored trial", first)
+        second = subprocess.run(
+            layerinv("reproduce", "noise", "--quick", "--trials", "1", "--workers", "1",
+                     "--db", str(db), "--out", str(tmp_path / "second"), "--no-progress"),
+            env=env(), capture_output=True, text=True, timeout=HANG_S)
+        report = subprocess.run(
+            layerinv("report", "--db", str(db), "--out", str(tmp_path / "report")),
+            env=env(), capture_output=True, text=True, timeout=HANG_S)
+        assert first.poll() is None, "the first run ended: the test did not overlap them"
+        # The lock is not inherited by the first run's children, and the kernel drops it
+        # with the process: a SIGKILL leaves no stale lock behind.
+        first.kill()
+        first.wait(timeout=HANG_S)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert second.returncode == RUNTIME_EXIT, second.stdout + second.stderr
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in second.stderr, second.stderr
+    assert str(db) in lines[0] and f"pid {first.pid} " in lines[0], lines[0]
+    assert "in use by another layerinv run" in lines[0]
+    assert "to run" not in second.stdout  # refused before planning or computing anything
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    assert conn.execute("SELECT COUNT(*) FROM trials WHERE experiment = 'noise'").fetchone() \
+        == (0,)
+    conn.close()
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert "trials" in (tmp_path / "report" / "REPORT.md").read_text()
+
+    with ResultsStore(db, create=False) as store:  # free again after the kill
+        assert store.count() >= 1
+        with pytest.raises(ResultsBusyError, match=rf"pid {os.getpid()} "):
+            ResultsStore(db)  # a second writer, even in the same process
+    with ResultsStore(db) as store:  # and free after a close
+        assert store.count() >= 1
+    assert not (tmp_path / "shared.sqlite.lock").exists()

@@ -107,7 +107,7 @@ def run_report(args: argparse.Namespace) -> int:
     from .reproduce import terminal_summary
     from .results import ResultsStore
 
-    with ResultsStore(args.db, create=False) as store:
+    with ResultsStore(args.db, readonly=True) as store:  # a run may be writing it
         path = render(store, args.out)
         for name in store.experiments():
             try:

@@ -12,8 +12,19 @@ A results file holds two tables:
 
 Every trial is inserted in its own transaction as soon as it finishes (WAL journal,
 synchronous=FULL): a run stopped by Ctrl-C, a killed process or a lost machine keeps every
-trial that finished. `INSERT OR IGNORE` makes a trial written twice (two runs on one file)
-harmless: the first row stays.
+trial that finished. `INSERT OR IGNORE` makes a trial written twice harmless: the first row
+stays.
+
+One writer per file (decision): two runs on one file each computed every trial (each had
+planned before the other stored anything) and printed totals that counted neither the other's
+rows nor their own duplicates. A writable store now holds an advisory lock for as long as it
+is open, `flock` on a sidecar file PATH.lock that holds the writer's pid and host (`WriterLock`):
+a second writer is refused at once with a `ResultsBusyError` naming the file and that pid.
+Not SQLite's own locks, which guard single transactions, not a run; not a lock on the
+database file itself, since closing any other descriptor of that file drops SQLite's POSIX
+locks on it. The kernel releases the lock when the process ends, however it ends, so it is
+never stale. Readers (`readonly=True`, what `layerinv report` opens) take no lock and read
+while a run writes.
 
 Opening a file that exists is checked first on a read-only connection (SQLite's `mode=ro`):
 a file that is not SQLite, an SQLite database without our `meta` magic, one written by a newer
@@ -30,6 +41,7 @@ import datetime as _dt
 import json
 import math
 import os
+import socket
 import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -38,6 +50,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 from .errors import LayerinvError
 from .parallel import sigint_deferred
@@ -72,6 +89,78 @@ CREATE TABLE IF NOT EXISTS trials (
 
 class ResultsFileError(LayerinvError, OSError):
     """A results file that is not a layerinv results store, or is corrupt or unreadable."""
+
+
+class ResultsBusyError(ResultsFileError):
+    """Another run is writing the results file: it holds the file's lock."""
+
+
+# ----------------------------------------------------------------------------------- lock
+class WriterLock:
+    """The advisory lock of the one process writing a results file: `flock` on PATH.lock.
+
+    Held from the opening of a writable store to its close; the kernel releases it when the
+    process ends, killed or not, so a lock is never stale. The file holds the holder's pid and
+    host, for the message of a refused run. A refused run fails at once (no waiting). The lock
+    file is removed on release while still locked; a run that opened it just before then
+    finds, once it holds its lock, that the path names another file (or none), and tries
+    again on the file at the path. Readers take no lock. Without `fcntl` (Windows) there is
+    no lock: two runs on one file are not prevented there, and each computes every trial.
+    """
+
+    SUFFIX = ".lock"
+
+    def __init__(self, results: Path):
+        self.results = results
+        self.path = results.with_name(results.name + self.SUFFIX)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if fcntl is None or self._fd is not None:  # pragma: no cover - Windows
+            return
+        while True:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 256, 0).decode(errors="replace").split()
+                os.close(fd)
+                pid, host = [*holder, "unknown", "unknown"][:2]
+                raise ResultsBusyError(
+                    f"results file {str(self.results)!r} is in use by another layerinv run "
+                    f"(pid {pid} on {host}; lock {str(self.path)!r}): wait until it ends or "
+                    f"pass --db another file; `layerinv report` can read it meanwhile"
+                ) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the previous holder removed this file as we opened it
+        self._fd = fd
+        with contextlib.suppress(OSError):  # only a refused run's message reads it
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:
+            if not self.path.exists():
+                raise
+            return os.open(self.path, os.O_RDONLY)  # another user's lock file: lock, no pid
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)  # still locked: see the class docstring
+        os.close(self._fd)
+        self._fd = None
 
 
 # ----------------------------------------------------------------------------------- JSON
@@ -142,26 +231,47 @@ class ResultsStore:
     path : str or PathLike
         The file. Created (with its parent folders) if it does not exist and `create` is True.
     create : bool
-        False: a missing file is a ResultsFileError (for readers such as `layerinv report`).
+        False: a missing file is a ResultsFileError.
+    readonly : bool
+        Open for reading only (`layerinv report`): SQLite's `mode=ro`, no lock (a run may be
+        writing meanwhile), nothing written; `add` is refused. Implies create=False.
+
+    A writable store holds the file's `WriterLock` until it is closed: a second writer, in
+    this process or another, is a ResultsBusyError naming the holder's pid.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True):
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
+                 readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
         self._conn: sqlite3.Connection | None = None
+        self._lock = WriterLock(self.path)
+        name = repr(str(self.path))
         if self.path.is_dir():
-            raise ResultsFileError(f"results file {str(self.path)!r} is a directory")
+            raise ResultsFileError(f"results file {name} is a directory")
+        if readonly:
+            create = False
         if not self.path.exists():
             if not create:
-                raise ResultsFileError(f"results file {str(self.path)!r} does not exist: "
-                                       f"nothing to read")
-            _create_atomically(self.path)
-        elif self.path.stat().st_size == 0:
-            if not create:
-                raise ResultsFileError(f"results file {str(self.path)!r} is empty: nothing "
-                                       f"to read")
-            _initialise_file(self.path)  # an empty file holds nothing to lose
-        check_results_file(self.path)
-        self._conn = _connect(self.path)
+                raise ResultsFileError(f"results file {name} does not exist: nothing to read")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif self.path.stat().st_size == 0 and not create:
+            raise ResultsFileError(f"results file {name} is empty: nothing to read")
+        if readonly:
+            check_results_file(self.path)
+            self._conn = _connect_readonly(self.path)
+            return
+        self._lock.acquire()  # before anything is created or written: one writer per file
+        try:
+            if not self.path.exists():
+                _create_atomically(self.path)
+            elif self.path.stat().st_size == 0:
+                _initialise_file(self.path)  # an empty file holds nothing to lose
+            check_results_file(self.path)
+            self._conn = _connect(self.path)
+        except BaseException:
+            self._lock.release()
+            raise
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -174,6 +284,7 @@ class ResultsStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._lock.release()
 
     def __enter__(self) -> ResultsStore:
         return self
@@ -237,6 +348,8 @@ class ResultsStore:
         values = (experiment, key, None if method is None else str(method),
                   seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
                   key, dumps(metrics), float(seconds), dumps(versions or {}), _now())
+        if self.readonly:
+            raise ResultsFileError(f"results file {str(self.path)!r} was opened read-only")
         conn = self._connection
         # A Ctrl-C between the insert and the commit would lose a finished trial: held.
         with sigint_deferred():
@@ -267,6 +380,15 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.close()
         raise ResultsFileError(f"results file {str(path)!r} cannot be used: {exc}") from None
     return conn
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write the file (SQLite's `mode=ro`, as a URI)."""
+    try:
+        return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True,
+                               timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise ResultsFileError(f"results file {str(path)!r} cannot be opened: {exc}") from None
 
 
 def _initialise_file(path: Path) -> None:
