@@ -275,3 +275,50 @@ def test_a_second_run_on_the_same_file_is_refused_at_once_and_report_still_reads
     with ResultsStore(db) as store:  # and free after a close
         assert store.count() >= 1
     assert not (tmp_path / "shared.sqlite.lock").exists()
+
+
+# ------------------------------------------------------------------------------ 3. valid JSON
+def test_non_finite_metrics_are_valid_json_for_sqlite_and_read_back_as_floats(tmp_path):
+    from layerinv.results import ResultsStore, json_equal
+
+    path = tmp_path / "r.sqlite"
+    metrics = {"bound": float("inf"), "floor": -float("inf"), "eps": float("nan"),
+               "curve": [1.0, float("inf"), float("nan")], "nested": {"x": -float("inf")},
+               "status": "optimal"}
+    with ResultsStore(path) as store:
+        store.add("exp", {"i": 1, "seed": 0, "method": "linf"}, metrics, 0.5)
+    conn = sqlite3.connect(path)
+    valid, bound, floor, eps, second, status = conn.execute(
+        "SELECT json_valid(metrics), json_extract(metrics, '$.bound'), "
+        "json_extract(metrics, '$.floor'), json_extract(metrics, '$.eps'), "
+        "json_extract(metrics, '$.curve[1]'), json_extract(metrics, '$.status') "
+        "FROM trials").fetchone()
+    assert conn.execute("SELECT json_valid(versions), json_valid(params) FROM trials"
+                        ).fetchone() == (1, 1)
+    conn.close()
+    assert valid == 1
+    assert (bound, floor, eps, second, status) == ("inf", "-inf", "nan", "inf", "optimal")
+    with ResultsStore(path, readonly=True) as store:
+        (row,) = store.rows()
+    assert json_equal(row.metrics, metrics)
+
+
+def test_rows_with_bare_infinity_from_older_files_still_read(tmp_path):
+    from layerinv.results import SCHEMA_VERSION, ResultsStore
+
+    path = tmp_path / "old.sqlite"
+    with ResultsStore(path) as store:
+        store.add("exp", {"i": 2, "seed": 0}, {"bound": float("inf")}, 0.1)
+    conn = sqlite3.connect(path)  # as schema 1 wrote them: Python's bare names
+    conn.execute("INSERT INTO trials (experiment, trial_key, params, metrics, seconds, "
+                 "versions, finished_at) VALUES ('exp', '{\"i\":1}', '{\"i\":1}', "
+                 "'{\"bound\":Infinity,\"low\":-Infinity,\"eps\":NaN}', 0.1, '{}', 'then')")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    for readonly in (True, False):
+        with ResultsStore(path, readonly=readonly) as store:
+            old = next(r for r in store.rows() if r.params == {"i": 1}).metrics
+            assert old["bound"] == float("inf") and old["low"] == -float("inf")
+            assert old["eps"] != old["eps"]  # NaN
+            assert store.meta()["schema_version"] == ("1" if readonly else str(SCHEMA_VERSION))

@@ -10,6 +10,16 @@ A results file holds two tables:
   keys, no spaces), seed and method included, so running a grid again finds its finished trials
   by key and skips them.
 
+Every JSON column is valid JSON, so that SQLite's JSON functions read it (`SELECT
+json_extract(metrics, '$.eps') FROM trials`). JSON has no number for infinity or NaN, and
+Python's bare `Infinity`/`NaN` (schema 1) made `json_valid` false and `json_extract` fail
+('malformed JSON'). Decision (schema 2): a non-finite float is stored as the string "inf",
+"-inf" or "nan", and `rows()` reads those strings in metrics back as floats (a metric that is
+meant as one of these three strings would read back as a float: none is). A string keeps
+json_extract usable (NULL would lose which of the three it was, and SQL comparisons on the
+column are typed anyway). Schema-1 files are still read (Python's json reads the bare names),
+and a run that writes to one marks it schema 2.
+
 Every trial is inserted in its own transaction as soon as it finishes (WAL journal,
 synchronous=FULL): a run stopped by Ctrl-C, a killed process or a lost machine keeps every
 trial that finished. `INSERT OR IGNORE` makes a trial written twice harmless: the first row
@@ -60,7 +70,8 @@ from .errors import LayerinvError
 from .parallel import sigint_deferred
 
 MAGIC = "layerinv-results"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: non-finite floats stored as the strings 'inf', '-inf', 'nan' (1: bare `Infinity`)."""
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 60.0
 TRIAL_COLUMNS = ("id", "experiment", "trial_key", "method", "seed", "params", "metrics",
@@ -181,9 +192,43 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+"""How non-finite floats are stored: JSON has no number for them (see the module docstring)."""
+
+
+def _spell_non_finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _spell_non_finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_spell_non_finite(v) for v in value]
+    return value
+
+
+def _read_non_finite(value: Any) -> Any:
+    """`value` with the strings 'inf', '-inf' and 'nan' turned back into floats."""
+    if isinstance(value, str):
+        return NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: _read_non_finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_read_non_finite(v) for v in value]
+    return value
+
+
 def dumps(value: Any) -> str:
-    """Canonical JSON: sorted keys, no spaces; NaN and infinities allowed (as JSON5 names)."""
-    return json.dumps(to_jsonable(value), sort_keys=True, separators=(",", ":"))
+    """Canonical, valid JSON: sorted keys, no spaces; non-finite floats as "inf", "-inf" and
+    "nan" (strings: the bare names Python writes are not JSON, and SQLite's JSON functions
+    reject them)."""
+    return json.dumps(_spell_non_finite(to_jsonable(value)), sort_keys=True,
+                      separators=(",", ":"), allow_nan=False)
+
+
+def loads_metrics(text: str) -> Any:
+    """Metrics as stored, non-finite floats read back (also the bare `Infinity` and `NaN` of
+    schema-1 rows, which Python's json reads)."""
+    return _read_non_finite(json.loads(text))
 
 
 def trial_key(params: Mapping[str, Any]) -> str:
@@ -267,8 +312,11 @@ class ResultsStore:
                 _create_atomically(self.path)
             elif self.path.stat().st_size == 0:
                 _initialise_file(self.path)  # an empty file holds nothing to lose
-            check_results_file(self.path)
+            meta = check_results_file(self.path)
             self._conn = _connect(self.path)
+            if int(meta["schema_version"]) < SCHEMA_VERSION:  # its new rows follow this one
+                self._conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                                   (str(SCHEMA_VERSION),))
         except BaseException:
             self._lock.release()
             raise
@@ -332,7 +380,7 @@ class ResultsStore:
         try:
             for (name, key, method, seed, params, metrics, seconds, versions,
                  finished) in self._connection.execute(query, args):
-                yield TrialRow(name, key, json.loads(params), json.loads(metrics),
+                yield TrialRow(name, key, json.loads(params), loads_metrics(metrics),
                                float(seconds), json.loads(versions), finished, method, seed)
         except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:
             raise ResultsFileError(f"results file {str(self.path)!r} holds an unreadable "
