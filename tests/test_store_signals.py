@@ -322,3 +322,106 @@ def test_rows_with_bare_infinity_from_older_files_still_read(tmp_path):
             assert old["bound"] == float("inf") and old["low"] == -float("inf")
             assert old["eps"] != old["eps"]  # NaN
             assert store.meta()["schema_version"] == ("1" if readonly else str(SCHEMA_VERSION))
+
+
+# ------------------------------------------------------------------------------ 4. read-only
+def digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+STORE_AND_VANISH = """
+import os, sys
+from layerinv.results import ResultsStore
+store = ResultsStore(sys.argv[1])
+for i in range(int(sys.argv[2])):
+    store.add("exp", {"i": i, "seed": 0, "method": "linf"}, {"x": float(i)}, 0.1)
+os._exit(0)  # no close: the rows stay in the -wal file, not yet merged into the database
+"""
+
+
+def unmerged_results(path: Path, rows: int) -> None:
+    """A results file whose rows are all in its -wal file (a run that was killed)."""
+    subprocess.run([PYTHON, "-c", STORE_AND_VANISH, str(path), str(rows)], env=env(),
+                   check=True, timeout=HANG_S)
+    assert path.with_name(path.name + "-wal").stat().st_size > 0
+
+
+def test_report_never_changes_the_results_file(tmp_path):
+    from layerinv.cli_reproduce import main as cli_main
+
+    db = tmp_path / "r.sqlite"
+    unmerged_results(db, 5)
+    wal = tmp_path / "r.sqlite-wal"
+    before = digest(db), digest(wal)
+    assert cli_main(["report", "--db", str(db), "--out", str(tmp_path / "out")]) == 0
+    # A read-write close would have merged the -wal into the file (and removed it).
+    assert (digest(db), digest(wal)) == before
+    assert "(5 trials)" in (tmp_path / "out" / "REPORT.md").read_text()
+
+
+def test_report_opens_the_file_read_only_only(tmp_path, monkeypatch):
+    """Where a read-write open is impossible (a read-only file; permission bits alone do not
+    stop root, so the refusal is made here), report still reads the file."""
+    import layerinv.results as results
+    from layerinv.cli_reproduce import main as cli_main
+
+    db = tmp_path / "r.sqlite"
+    unmerged_results(db, 3)
+    db.chmod(0o444)
+    real_connect = sqlite3.connect
+    opened = []
+
+    def connect_read_only(database, *args, **kwargs):
+        text = str(database)
+        if not (kwargs.get("uri") and ("mode=ro" in text or "immutable=1" in text)):
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+        opened.append(text)
+        return real_connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(results.sqlite3, "connect", connect_read_only)
+    assert cli_main(["report", "--db", str(db), "--out", str(tmp_path / "out")]) == 0
+    assert opened and "(3 trials)" in (tmp_path / "out" / "REPORT.md").read_text()
+
+
+def read_only_mount(folder: Path, command: list[str]) -> subprocess.CompletedProcess:
+    """Run `command` where `folder` is a read-only bind mount (a private mount namespace of an
+    unprivileged user namespace: read-only even to root); skip where Linux does not allow it."""
+    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                            script, str(folder), "sh", "-c", f"touch '{folder}/probe'"],
+                           capture_output=True, text=True) if _has("unshare") else None
+    if probe is None or "Read-only file system" not in probe.stderr:
+        pytest.skip("no read-only bind mount here (unshare --user --mount not permitted)")
+    return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                           script, str(folder), *command], env=env(), capture_output=True,
+                          text=True, timeout=HANG_S)
+
+
+def _has(program: str) -> bool:
+    import shutil
+
+    return shutil.which(program) is not None
+
+
+@pytest.mark.parametrize("merged", [True, False])
+def test_report_reads_a_read_only_file_on_a_read_only_file_system(tmp_path, merged):
+    """chmod 444 on a read-only mount; merged: the file alone (SQLite cannot create its -shm
+    there); not merged: a killed run's -wal and -shm beside it."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    db = folder / "r.sqlite"
+    unmerged_results(db, 4)
+    if merged:
+        from layerinv.results import ResultsStore
+
+        ResultsStore(db).close()  # the last writer's close merges the -wal and removes it
+        assert not (folder / "r.sqlite-wal").exists()
+    db.chmod(0o444)
+    before = {p.name: digest(p) for p in folder.iterdir()}
+    done = read_only_mount(folder, layerinv("report", "--db", str(db), "--out",
+                                            str(tmp_path / "out")))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "(4 trials)" in (tmp_path / "out" / "REPORT.md").read_text()
+    assert {p.name: digest(p) for p in folder.iterdir()} == before

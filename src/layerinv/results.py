@@ -42,6 +42,12 @@ schema, or a corrupt one (`PRAGMA quick_check`) is a `ResultsFileError` naming t
 the file is never written to. An empty file (0 bytes) holds nothing and becomes a new store.
 A new file is built under a temporary name and hard-linked into place (which fails if the name
 was taken meanwhile), so a results file appears complete or not at all.
+
+Readers never write (`ResultsStore(path, readonly=True)`, what `layerinv report` opens): the
+connection is `mode=ro`, with no journal-mode switch and no checkpoint at close (a read-write
+close merged a killed run's -wal into the file, changing it). So a read-only file, or one on
+a read-only file system, is read where it is; there SQLite cannot create the -shm index a WAL
+file needs, and a file with no unmerged -wal beside it is opened `immutable=1` instead.
 """
 
 from __future__ import annotations
@@ -431,12 +437,37 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _connect_readonly(path: Path) -> sqlite3.Connection:
-    """A connection that cannot write the file (SQLite's `mode=ro`, as a URI)."""
+    """A connection that cannot write the file: SQLite's `mode=ro` (a URI).
+
+    A WAL database read in place needs its -shm index, which SQLite creates next to the file;
+    on a read-only location it cannot, and the open fails (SQLITE_CANTOPEN). The file then
+    holds every row unless a -wal file with rows beside it says otherwise, and nothing can
+    change it there: it is opened `immutable=1` (no locks, no -shm).
+    """
+    name = repr(str(path))
+    uri = path.resolve().as_uri()
     try:
-        return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True,
-                               timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise ResultsFileError(f"results file {str(path)!r} cannot be opened: {exc}") from None
+        conn = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
+                               isolation_level=None)
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # opens lazily
+            return conn
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if exc.sqlite_errorcode != sqlite3.SQLITE_CANTOPEN:
+                raise
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise ResultsFileError(
+                f"results file {name} cannot be read where it is: its folder is read-only and "
+                f"{wal.name} beside it holds rows not yet merged into it; copy both files to a "
+                f"folder you can write and read the copy")
+        return sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None)
+    except sqlite3.OperationalError as exc:
+        raise ResultsFileError(f"results file {name} cannot be opened: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        raise ResultsFileError(f"results file {name} is corrupt or unreadable ({exc}); it was "
+                               f"left as it is") from None
 
 
 def _initialise_file(path: Path) -> None:
@@ -506,11 +537,7 @@ def check_results_file(path: str | os.PathLike[str]) -> dict[str, str]:
             f"{name} is not a layerinv results file: it is not an SQLite database (its first "
             f"bytes are {header[:16]!r}); refusing to touch it. Pass --db a new path or a file "
             f"written by `layerinv reproduce`.")
-    uri = path.resolve().as_uri() + "?mode=ro"
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
-    except sqlite3.Error as exc:
-        raise ResultsFileError(f"results file {name} cannot be opened: {exc}") from None
+    conn = _connect_readonly(path)
     try:
         check = conn.execute("PRAGMA quick_check").fetchall()
         if [tuple(r) for r in check] != [("ok",)]:
