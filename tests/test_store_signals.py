@@ -425,3 +425,117 @@ def test_report_reads_a_read_only_file_on_a_read_only_file_system(tmp_path, merg
     assert done.returncode == 0, done.stdout + done.stderr
     assert "(4 trials)" in (tmp_path / "out" / "REPORT.md").read_text()
     assert {p.name: digest(p) for p in folder.iterdir()} == before
+
+
+# ------------------------------------------------------------------------------ 5. one line
+FILL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+from layerinv.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def one_error_line(done: subprocess.CompletedProcess, command: str) -> str:
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"layerinv {command}: error: "), lines[0]
+    return lines[0]
+
+
+def test_a_full_disk_while_trials_are_stored_is_one_line_and_keeps_the_stored_trials(tmp_path):
+    """A real write failure: the file may not grow past 64 KiB (RLIMIT_FSIZE), as on a disk
+    that is full; SQLite's commit then fails with 'disk I/O error'."""
+    db = tmp_path / "full.sqlite"
+    done = subprocess.run(
+        [PYTHON, "-c", FILL_DISK, str(64 * 1024), "reproduce", "noise", "--quick", "--trials",
+         "2", "--workers", "1", "--db", str(db), "--out", str(tmp_path / "out"),
+         "--no-progress"], env=env(), capture_output=True, text=True, timeout=120)
+    line = one_error_line(done, "reproduce")
+    assert done.returncode == RUNTIME_EXIT, done.stderr
+    assert f"cannot write results file {str(db)!r}" in line and "disk is full" in line
+    rows = count_rows(db)
+    assert 0 < rows < 96
+    assert f"stopped: {rows} of 96 trials done; run again to resume" in done.stdout
+
+
+def test_a_report_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from layerinv.cli_reproduce import main as cli_main
+    from layerinv.results import ResultsStore
+
+    db = tmp_path / "r.sqlite"
+    with ResultsStore(db) as store:
+        store.add("exp", {"i": 1, "seed": 0}, {"x": 1.0}, 0.1)
+    out = tmp_path / "out"
+    real_write = Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        if self.is_relative_to(out):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    code = cli_main(["report", "--db", str(db), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == RUNTIME_EXIT and len(err) == 1, err
+    assert f"cannot write the report to {str(out)!r} (No space left on device" in err[0]
+
+
+def test_out_that_is_an_existing_file_is_refused_before_the_run(tmp_path, capsys):
+    from layerinv.cli_reproduce import main as cli_main
+
+    here = tmp_path / "notes.txt"
+    here.write_text("mine\n")
+    db = tmp_path / "r.sqlite"
+    for out in (here, here / "report"):
+        code = cli_main(["reproduce", "noise", "--quick", "--trials", "1", "--workers", "1",
+                         "--db", str(db), "--out", str(out), "--no-progress"])
+        captured = capsys.readouterr()
+        assert code == 2, captured
+        (line,) = captured.err.strip().splitlines()
+        assert "--out must be a folder" in line and str(here) in line
+        assert captured.out == "" and not db.exists()  # nothing planned, nothing computed
+        code = cli_main(["report", "--db", str(db), "--out", str(out)])
+        assert code == 2 and "--out must be a folder" in capsys.readouterr().err
+    assert here.read_text() == "mine\n"
+
+
+def test_read_only_locations_are_one_line_before_any_trial_runs(tmp_path):
+    """A new results file, an existing one and the report folder on a read-only mount."""
+    from layerinv.results import ResultsStore
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    existing = folder / "old.sqlite"
+    with ResultsStore(existing) as store:
+        store.add("exp", {"i": 1, "seed": 0}, {"x": 1.0}, 0.1)
+    writable = tmp_path / "ok.sqlite"
+    cases = [  # (--db, --out, the command's error must contain)
+        (folder / "new.sqlite", tmp_path / "out1",
+         f"cannot create results file {str(folder / 'new.sqlite')!r} (Read-only file system)"),
+        (folder / "sub" / "new.sqlite", tmp_path / "out2", "the location is read-only"),
+        (existing, tmp_path / "out3",
+         f"cannot write results file {str(existing)!r} (Read-only file system)"),
+        (writable, folder / "report",
+         f"cannot write the report folder {str(folder / 'report')!r}"),
+    ]
+    script = " ; ".join(
+        f"{PYTHON} -m layerinv reproduce noise --quick --trials 1 --workers 1 --db '{db}' "
+        f"--out '{out}' --no-progress; echo \"exit $?\"" for db, out, _ in cases)
+    script += f" ; {PYTHON} -m layerinv report --db '{existing}' --out '{folder}/r'; " \
+              f"echo \"exit $?\""
+    done = read_only_mount(folder, ["sh", "-c", script])
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr
+    errors = done.stderr.strip().splitlines()
+    assert len(errors) == len(cases) + 1, done.stderr
+    assert done.stdout.count(f"exit {RUNTIME_EXIT}") == len(cases) + 1, done.stdout
+    assert "to run" not in done.stdout  # refused before planning or computing
+    for line, (_, _, expected) in zip(errors, cases, strict=False):
+        assert line.startswith("layerinv reproduce: error: ") and expected in line, line
+    assert errors[-1].startswith("layerinv report: error: cannot write the report folder")
+    assert "read-only file system" in errors[-1]
+    assert not writable.exists()

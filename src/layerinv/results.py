@@ -38,10 +38,16 @@ while a run writes.
 
 Opening a file that exists is checked first on a read-only connection (SQLite's `mode=ro`):
 a file that is not SQLite, an SQLite database without our `meta` magic, one written by a newer
-schema, or a corrupt one (`PRAGMA quick_check`) is a `ResultsFileError` naming the path, and
-the file is never written to. An empty file (0 bytes) holds nothing and becomes a new store.
+schema, or a corrupt one (`PRAGMA quick_check`) is an error naming the path, and the file is
+never written to. An empty file (0 bytes) holds nothing and becomes a new store.
 A new file is built under a temporary name and hard-linked into place (which fails if the name
 was taken meanwhile), so a results file appears complete or not at all.
+
+Errors, each one line naming the path and what to do: `NotResultsFileError` (an InputError
+too: the path is a directory, missing, not ours or of a newer schema; fix --db), and the
+runtime failures `ResultsFileError` (corrupt; cannot be created or written: a read-only
+location, no permission, a full disk, where the trials stored before are kept) and
+`ResultsBusyError` (another run holds the file).
 
 Readers never write (`ResultsStore(path, readonly=True)`, what `layerinv report` opens): the
 connection is `mode=ro`, with no journal-mode switch and no checkpoint at close (a read-write
@@ -54,6 +60,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import math
 import os
@@ -72,7 +79,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-from .errors import LayerinvError
+from .errors import InputError, LayerinvError
 from .parallel import sigint_deferred
 
 MAGIC = "layerinv-results"
@@ -105,7 +112,14 @@ CREATE TABLE IF NOT EXISTS trials (
 
 
 class ResultsFileError(LayerinvError, OSError):
-    """A results file that is not a layerinv results store, or is corrupt or unreadable."""
+    """A results file that cannot be used: corrupt, unreadable, or it cannot be created or
+    written (a read-only location, a full disk). A runtime failure; its subclass
+    NotResultsFileError is the usage error."""
+
+
+class NotResultsFileError(ResultsFileError, InputError):
+    """The path names no results file this layerinv can use: a directory, nothing (for a
+    reader), a file that is not ours, or one of a newer schema. A usage error (fix --db)."""
 
 
 class ResultsBusyError(ResultsFileError):
@@ -299,33 +313,48 @@ class ResultsStore:
         self._lock = WriterLock(self.path)
         name = repr(str(self.path))
         if self.path.is_dir():
-            raise ResultsFileError(f"results file {name} is a directory")
+            raise NotResultsFileError(f"results file {name} is a directory")
         if readonly:
             create = False
-        if not self.path.exists():
-            if not create:
-                raise ResultsFileError(f"results file {name} does not exist: nothing to read")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        elif self.path.stat().st_size == 0 and not create:
-            raise ResultsFileError(f"results file {name} is empty: nothing to read")
+        new = not self.path.exists()
+        if new and not create:
+            raise NotResultsFileError(f"results file {name} does not exist: nothing to read")
+        if not new and self.path.stat().st_size == 0 and not create:
+            raise NotResultsFileError(f"results file {name} is empty: nothing to read")
         if readonly:
             check_results_file(self.path)
             self._conn = _connect_readonly(self.path)
             return
-        self._lock.acquire()  # before anything is created or written: one writer per file
+        try:
+            if new:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()  # before anything is created or written: one writer per file
+        except ResultsFileError:
+            raise
+        except OSError as exc:  # a read-only location, no permission, a full disk
+            raise ResultsFileError(_write_failure(self.path, exc, creating=new)) from None
+        try:
+            self._open_for_writing()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open_for_writing(self) -> None:
         try:
             if not self.path.exists():
                 _create_atomically(self.path)
             elif self.path.stat().st_size == 0:
                 _initialise_file(self.path)  # an empty file holds nothing to lose
-            meta = check_results_file(self.path)
-            self._conn = _connect(self.path)
-            if int(meta["schema_version"]) < SCHEMA_VERSION:  # its new rows follow this one
+        except (OSError, sqlite3.Error) as exc:
+            raise ResultsFileError(_write_failure(self.path, exc, creating=True)) from None
+        meta = check_results_file(self.path)
+        self._conn = _connect(self.path)
+        if int(meta["schema_version"]) < SCHEMA_VERSION:  # its new rows follow this one
+            try:
                 self._conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
                                    (str(SCHEMA_VERSION),))
-        except BaseException:
-            self._lock.release()
-            raise
+            except sqlite3.Error as exc:
+                raise ResultsFileError(_write_failure(self.path, exc)) from None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -407,17 +436,22 @@ class ResultsStore:
         conn = self._connection
         # A Ctrl-C between the insert and the commit would lose a finished trial: held.
         with sigint_deferred():
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO trials (experiment, trial_key, method, seed, "
-                    "params, metrics, seconds, versions, finished_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    cursor = conn.execute(
+                        "INSERT OR IGNORE INTO trials (experiment, trial_key, method, seed, "
+                        "params, metrics, seconds, versions, finished_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):  # the first error matters
+                            conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise ResultsFileError(_write_failure(self.path, exc, stored=True)) \
+                    from None
         return cursor.rowcount == 1
 
 
@@ -434,6 +468,33 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.close()
         raise ResultsFileError(f"results file {str(path)!r} cannot be used: {exc}") from None
     return conn
+
+
+def _write_failure(path: Path, exc: BaseException, *, creating: bool = False,
+                   stored: bool = False) -> str:
+    """One line for a results file that cannot be created or written: the path, the cause in
+    the system's words, what to do. `stored`: trials were stored before (say they are kept)."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    code = getattr(exc, "errno", None)
+    elsewhere = "pass --db a path in a folder you can write"
+    if code == errno.EROFS or "readonly" in text or "read-only" in text.lower():
+        cause = f"the location is read-only; {elsewhere}"
+    elif code in (errno.EACCES, errno.EPERM):
+        cause = f"no permission to write there; {elsewhere}"
+    elif code in (errno.ENOSPC, errno.EFBIG) or "full" in text or "I/O" in text:
+        cause = "the disk is full or the file cannot grow; free space there or pass --db a " \
+                "path on another disk"
+    elif "locked" in text or "busy" in text:
+        cause = "another program holds a lock on it; close it or pass --db another file"
+    else:
+        cause = f"it cannot be written; {elsewhere}"
+    what = "create" if creating else "write"
+    line = f"cannot {what} results file {str(path)!r} ({text}): {cause}"
+    if stored:
+        return line + "; the trials stored before are kept: run again to resume"
+    if not creating:
+        return line + " (`layerinv report` reads the file where it is)"
+    return line
 
 
 def _connect_readonly(path: Path) -> sqlite3.Connection:
@@ -471,11 +532,14 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
 
 
 def _initialise_file(path: Path) -> None:
-    """Create our tables and meta in `path` (a new or empty file)."""
+    """Create our tables and meta in `path` (a new or empty file); raises sqlite3.Error (the
+    caller names the file: `path` may be a temporary one)."""
     from . import __version__
 
-    conn = _connect(path)
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
     try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
         conn.execute("BEGIN IMMEDIATE")
         for statement in _SCHEMA.split(";"):
             if statement.strip():
@@ -484,8 +548,6 @@ def _initialise_file(path: Path) -> None:
                          [("magic", MAGIC), ("schema_version", str(SCHEMA_VERSION)),
                           ("created_at", _now()), ("created_by", f"layerinv {__version__}")])
         conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        raise ResultsFileError(f"results file {str(path)!r} cannot be created: {exc}") from None
     finally:
         conn.close()
 
@@ -496,7 +558,6 @@ def _create_atomically(path: Path) -> None:
     os.link fails if `path` appeared meanwhile (another run created it): that file is then
     checked like any existing one, never replaced.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         _initialise_file(temporary)
@@ -533,7 +594,7 @@ def check_results_file(path: str | os.PathLike[str]) -> dict[str, str]:
     except OSError as exc:
         raise ResultsFileError(f"results file {name} cannot be read: {exc}") from None
     if header != SQLITE_HEADER:
-        raise ResultsFileError(
+        raise NotResultsFileError(
             f"{name} is not a layerinv results file: it is not an SQLite database (its first "
             f"bytes are {header[:16]!r}); refusing to touch it. Pass --db a new path or a file "
             f"written by `layerinv reproduce`.")
@@ -547,16 +608,16 @@ def check_results_file(path: str | os.PathLike[str]) -> dict[str, str]:
         tables = {r[0] for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "meta" not in tables:
-            raise ResultsFileError(
+            raise NotResultsFileError(
                 f"{name} is an SQLite database but not a layerinv results file (no 'meta' "
                 f"table; tables: {sorted(tables) or 'none'}); refusing to touch it")
         try:
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.Error as exc:
-            raise ResultsFileError(f"{name} is an SQLite database but not a layerinv results "
+            raise NotResultsFileError(f"{name} is an SQLite database but not a layerinv results "
                                    f"file (its 'meta' table is not ours: {exc})") from None
         if meta.get("magic") != MAGIC:
-            raise ResultsFileError(
+            raise NotResultsFileError(
                 f"{name} is an SQLite database but not a layerinv results file (meta magic "
                 f"{meta.get('magic')!r}, expected {MAGIC!r}); refusing to touch it")
         try:
@@ -565,7 +626,7 @@ def check_results_file(path: str | os.PathLike[str]) -> dict[str, str]:
             raise ResultsFileError(f"results file {name} has an unreadable schema_version "
                                    f"{meta.get('schema_version')!r}") from None
         if version > SCHEMA_VERSION:
-            raise ResultsFileError(
+            raise NotResultsFileError(
                 f"results file {name} was written by a newer layerinv (schema {version}; this "
                 f"one reads up to {SCHEMA_VERSION}); it was left as it is")
         if "trials" not in tables:
