@@ -539,3 +539,39 @@ def test_read_only_locations_are_one_line_before_any_trial_runs(tmp_path):
     assert errors[-1].startswith("layerinv report: error: cannot write the report folder")
     assert "read-only file system" in errors[-1]
     assert not writable.exists()
+
+
+# ------------------------------------------------------------------------------ 6. __main__ guard
+SCRIPT = """import numpy as np
+import layerinv
+print("top level runs", flush=True)
+net = layerinv.random_network([20, 250, 600], seed=0)
+x = net(np.random.default_rng([1, 6]).normal(size=({count}, 20)))
+{call}
+"""
+CALL = 'print("optimal", int(layerinv.invert(net, x, "linf", n_jobs=2, progress=False)' \
+       '.success.sum()))'
+
+
+def run_script(path: Path, text: str) -> subprocess.CompletedProcess:
+    path.write_text(text)
+    return subprocess.run([PYTHON, str(path)], env=env(), capture_output=True, text=True,
+                          timeout=120, cwd=path.parent)
+
+
+def test_n_jobs_from_an_unguarded_script_is_one_clear_error_before_any_worker(tmp_path):
+    # 3000 samples: enough work for invert to start worker processes.
+    done = run_script(tmp_path / "unguarded.py", SCRIPT.format(count=3000, call=CALL))
+    assert done.returncode == 1
+    assert "BrokenPipeError" not in done.stderr and "bootstrapping" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("layerinv.parallel.UnguardedMainError: "), done.stderr
+    assert 'if __name__ == "__main__":' in last and "unguarded.py' (line 6)" in last
+    assert done.stdout.count("top level runs") == 1  # no process ran the script again
+
+
+def test_n_jobs_from_a_guarded_script_runs(tmp_path):
+    body = "def main():\n    " + CALL + "\n\n\nif __name__ == \"__main__\":\n    main()\n"
+    done = run_script(tmp_path / "guarded.py", SCRIPT.format(count=40, call=body))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["top level runs", "optimal 40"]

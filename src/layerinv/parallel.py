@@ -15,6 +15,9 @@ at once. Three back ends:
   running are lost; every result already yielded stays valid), then waits until they are
   gone (`_stop_pool`; a second Ctrl-C meanwhile is held, `sigint_deferred`). Measured: the
   `layerinv reproduce success-vs-k --workers 2` command exits 0.8 s after a Ctrl-C.
+  Workers import the main script again, so a script asking for workers from its top level
+  without an `if __name__ == "__main__":` guard is refused first (`check_main_guarded`,
+  an UnguardedMainError naming the script and the fix), whatever the size of the map.
 - Dask (`scheduler='tcp://HOST:PORT'` or a `distributed.Client`): `shared` is scattered once with
   `broadcast=True`, each chunk of trials is one `client.submit`, results come from
   `as_completed`. A worker that dies has its tasks rescheduled by the scheduler.
@@ -29,16 +32,19 @@ the results yielded before stay valid.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 from .errors import InputError, LayerinvError
@@ -58,6 +64,13 @@ _SHARED: Any = None
 
 class WorkerLostError(LayerinvError, RuntimeError):
     """A worker process died (killed or out of memory) in the middle of a map."""
+
+
+class UnguardedMainError(LayerinvError, RuntimeError):
+    """Worker processes were asked for from a script's top level without a `__main__` guard:
+    each worker would run the script again. The caller's mistake (fix the script)."""
+
+    usage = True
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -177,6 +190,57 @@ def _run_chunk_given(fn: Callable[[Any, Any], Any], chunk: list[Any], shared: An
     return [fn(trial, own) for trial in chunk]
 
 
+def check_main_guarded() -> None:
+    """Refuse worker processes asked for from the top level of an unguarded script.
+
+    A forkserver or spawn worker imports the main script again (the forkserver does, to
+    preload it). A script whose top level calls `invert(..., n_jobs=2)` without
+    `if __name__ == "__main__":` then ran itself again there, the nested pool failed
+    ("bootstrapping phase"), the forkserver died and the parent got a BrokenPipeError. Here
+    the frame running the main module's top level is found on the stack and the script's
+    source read: a call on a line outside an `if __name__ == "__main__":` body is an
+    UnguardedMainError naming the script, the line and the fix, before any process starts.
+    Interactive sessions, `python -c`, `python -m package` (whose `__main__` module
+    multiprocessing does not import again) and code run after the main module has finished
+    are not concerned.
+    """
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    if spec_name == "__main__" or spec_name.endswith(".__main__"):
+        return  # `python -m package`: multiprocessing never imports a package's __main__ again
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_globals is getattr(main, "__dict__", None)
+                                     and frame.f_code.co_name == "<module>"):
+        frame = frame.f_back
+    if frame is None or not script:
+        return
+    try:
+        tree = ast.parse(Path(script).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return  # no source to read: let multiprocessing speak for itself
+    line = frame.f_lineno
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _is_main_test(node.test) and node.body \
+                and node.body[0].lineno <= line <= (node.body[-1].end_lineno or line):
+            return
+    raise UnguardedMainError(
+        f"worker processes (n_jobs/workers > 1) were started from the top level of the script "
+        f"{script!r} (line {line}), which each worker would run again: put the script's code "
+        f"under `if __name__ == \"__main__\":`, or use n_jobs=1")
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    """`__name__ == "__main__"`, either way round."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1
+            and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s for s in sides if isinstance(s, ast.Name) and s.id == "__name__"]
+    values = [s for s in sides if isinstance(s, ast.Constant) and s.value == "__main__"]
+    return len(names) == 1 and len(values) == 1
+
+
 def _context() -> multiprocessing.context.BaseContext:
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
@@ -221,6 +285,9 @@ def map_trials(fn: Callable[[Any, Any], Any], trials: Iterable[Any], shared: Any
     if scheduler is not None:
         yield from _map_dask(fn, trials, shared, scheduler, cost, chunk_seconds)
         return
+    if resolve_workers(workers) > 1 and len(trials) > 1:
+        # Whatever the size of this map: a script that works on small data only is a trap.
+        check_main_guarded()
     n_workers = local_workers(trials, workers, cost, min_parallel_seconds)
     if n_workers == 1:
         if setup is not None:
