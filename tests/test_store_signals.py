@@ -575,3 +575,34 @@ def test_n_jobs_from_a_guarded_script_runs(tmp_path):
     done = run_script(tmp_path / "guarded.py", SCRIPT.format(count=40, call=body))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["top level runs", "optimal 40"]
+
+
+# ------------------------------------------------------------------------------ 7. durability
+STORE_ONE_AND_WAIT = """
+import sys, time
+from layerinv.results import ResultsStore
+store = ResultsStore(sys.argv[1])
+store.add("exp", {"i": 0, "seed": 0, "method": "linf"}, {"rel_error": 1e-9}, 0.25)
+print("stored", flush=True)  # the trial is reported as done: it must be in the file now
+time.sleep(600)
+"""
+
+
+def test_a_trial_reported_as_stored_survives_a_sigkill_right_after(tmp_path):
+    from layerinv.results import ResultsStore
+
+    db = tmp_path / "r.sqlite"
+    process = subprocess.Popen([PYTHON, "-c", STORE_ONE_AND_WAIT, str(db)], env=env(),
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline() == "stored\n"
+        process.kill()
+        process.wait(timeout=HANG_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    with ResultsStore(db, readonly=True) as store:
+        (row,) = store.rows()
+    assert row.params == {"i": 0, "seed": 0, "method": "linf"}
+    assert row.metrics == {"rel_error": 1e-9} and row.seconds == 0.25
