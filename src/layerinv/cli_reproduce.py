@@ -4,6 +4,12 @@
 `run` to a function taking the parsed arguments and returning the exit status (0 done, 1 some
 trials raised an error, 130 interrupted: run again to resume). `python -m layerinv.cli_reproduce`
 runs them on their own.
+
+Ctrl-C: the first stops the run (its workers end at once, every stored trial is counted from
+the file, exit 130); later ones are ignored until the command has ended (`first_ctrl_c_stops`).
+The report folder is checked before the run (`check_report_folder`): a file is a usage error,
+a folder that cannot be written a `ReportError` (a runtime failure), and so is a write that
+fails while the report is rendered; each is one line naming the folder.
 """
 
 from __future__ import annotations
