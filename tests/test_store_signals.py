@@ -189,6 +189,34 @@ def test_ctrl_c_exits_130_stores_every_finished_trial_and_leaves_no_process(tmp_
     assert f"interrupted: {rows} of 30000 trials done; run again to resume" in stdout, stdout
 
 
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signals reach the main thread only")
+def test_ctrl_c_inside_the_pools_wait_comes_out_after_wait_let_go(monkeypatch):
+    """A KeyboardInterrupt raised inside concurrent.futures.wait() could leave futures' locks
+    held, and the pool's manager thread and the interpreter's exit then waited for ever (1
+    Ctrl-C in 11 of the test above hung so). A real SIGINT arrives inside wait() here."""
+    from concurrent.futures import Future
+
+    from layerinv import parallel
+
+    finished = Future()
+    finished.set_result(1)
+    events = []
+    real_wait = parallel.wait
+
+    def wait_hit_by_ctrl_c(futures, timeout=None, return_when=None):
+        os.kill(os.getpid(), signal.SIGINT)
+        answer = real_wait(futures, timeout=timeout, return_when=return_when)
+        events.append("wait returned")
+        return answer
+
+    monkeypatch.setattr(parallel, "wait", wait_hit_by_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        parallel._wait_some({finished: None}, workers=2)
+    assert events == ["wait returned"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 class _InterruptAfterInsert:
     """A connection that receives a real SIGINT right after the INSERT of a trial, before its
     COMMIT: where a Ctrl-C without the store's protection would roll a finished trial back."""
