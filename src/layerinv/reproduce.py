@@ -297,9 +297,10 @@ def run_experiments(names: Sequence[str] = ("all",), *, quick: bool = False,
             say(result.summaries[name])
         result.seconds = time.perf_counter() - started
         say()
-        say(f"{result.done} of {planned} trials done ({result.computed} computed now) in "
-            f"{result.seconds:.1f} s wall time" + (f"; report: {result.report}"
-                                                   if result.report else ""))
+        # Counted in the file, the one truth (the store's lock keeps other runs out).
+        say(f"{_count_done(store, grids)} of {planned} trials done ({result.computed} computed "
+            f"now) in {result.seconds:.1f} s wall time"
+            + (f"; report: {result.report}" if result.report else ""))
         return result
     finally:
         store.close()
