@@ -34,9 +34,10 @@ class Inversion:
     status: np.ndarray | str
     """LP methods: 'optimal' (every layer solved and uniquely invertible), 'not_unique',
     'not_realizable' (exact method on data outside the range: z is the l_inf fit),
-    'noise_bound_violated' (the observation contradicts the stated noise bound: z is the best
-    fit), 'solver_error'. Gradient methods: the stop reason, one of gradient.GD_STATUSES
-    ('converged', 'stalled', 'diverged', 'max_steps'), and `success` is judged on the fit."""
+    'noise_bound_violated' (the observation provably contradicts the stated noise bound, for
+    every method: z is the fit found as if no bound had been stated), 'solver_error'.
+    Gradient methods: the stop reason, one of gradient.GD_STATUSES ('converged', 'stalled',
+    'diverged', 'max_steps'), and `success` is judged on the fit."""
     layers: list = field(repr=False)
     """Per sample, the LayerReport of each layer in network order (layer 0 takes z); empty for
     'gd', the LP's reports for 'lp+gd'."""
@@ -120,9 +121,12 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
         'gd' is gradient descent on the latent (`layerinv.baselines.gradient_descent`, preset
         'bora2017' unless told otherwise); 'lp+gd' refines the l_inf answer by gradient steps.
     noise : float, optional
-        A bound on ||x - G(z*)||_inf stated by the user. It sets the active threshold of the
-        last layer and bounds its slack; an observation that contradicts it gets the status
-        'noise_bound_violated'. Hidden layers have no stated bound: their eps is found.
+        A bound on ||x - G(z*)||_inf stated by the user. It is the active threshold of the
+        last layer and bounds its slack. 'noise_bound_violated' is claimed only when the
+        observation contradicts it: the smallest l_inf slack exceeds it by more than the
+        solver's accuracy and the best fit does not meet it. Otherwise the last layer's fit
+        meets it to the solver's accuracy (interior point about 1e-9 max|x|, HiGHS 1e-7).
+        Hidden layers have no stated bound: their eps is found.
     solver : {'auto', 'ipm', 'highs'}
         'auto' is the structured interior point with HiGHS as its fallback (see lp.py).
     active_tol : float
