@@ -59,9 +59,11 @@ def test_expansive_random_nets_are_inverted(seed, k, activation, bias, method):
         assert result.success, result.status
 
 
-# Measured median relative error over 30 instances (20 x 100 x 500, uniform noise): linf
-# 1.0 to 1.3 eps, l1 1.5 to 2.1 eps; the worst instance 3.4 eps. C = 5 leaves room.
-NOISE_CONSTANT = 5.0
+# Relative error ||z - z*|| / ||z*|| over eps, 30 instances of 20 x 100 x 500 with uniform noise
+# of eps max|x|, measured (this machine): linf median 0.91-1.02, worst 1.95-2.05; l1 median
+# 1.39-1.45, worst 2.55-2.87. The bounds leave about 30 % headroom.
+NOISE_BOUNDS = {"linf": (1.3, 2.7), "l1": (1.9, 3.8)}
+"""Per method: (bound on the median, bound on the worst instance), in units of eps."""
 
 
 @pytest.mark.slow
@@ -75,7 +77,10 @@ def test_noise_error_is_linear_in_eps(method, eps):
         noisy = x + rng.uniform(-eps, eps, size=x.shape) * np.abs(x).max()
         result = invert(net, noisy, method, progress=False)
         errors.append(relative_error(result.z, z))
-    assert np.median(errors) < NOISE_CONSTANT * eps
+    ratios = np.array(errors) / eps
+    median_bound, worst_bound = NOISE_BOUNDS[method]
+    assert np.median(ratios) < median_bound, f"median {np.median(ratios):.2f} eps"
+    assert ratios.max() < worst_bound, f"worst {ratios.max():.2f} eps"
 
 
 def test_identifiability_limit_is_reported_not_hidden():
