@@ -267,8 +267,8 @@ def pgd(net: Network, y: object, measurement: Measurement, *, projection: str = 
         projection=check_choice(projection, PROJECTIONS, "projection"),
         max_iter=_check_int(max_iter, "max_iter", 1),
         tol=check_positive(tol, "tol"),
-        step=(net.output_dim / float(np.sum(matrix * matrix)) if step is None
-              else check_positive(step, "step")),
+        step=_default_step(net.output_dim, matrix) if step is None
+        else check_positive(step, "step"),
         max_halvings=_check_int(max_halvings, "max_halvings", 0),
         polish=_check_bool(polish, "polish"),
         polish_steps=_check_int(polish_steps, "polish_steps", 1),
@@ -445,6 +445,16 @@ def _derivative(activation: Any, u: np.ndarray, out: np.ndarray) -> np.ndarray:
     if name == "tanh":
         return 1.0 - out * out
     raise InputError(f"no derivative for activation {activation!r}")  # pragma: no cover
+
+
+def _default_step(n: int, matrix: np.ndarray) -> float:
+    """eta_0 = n / ||A||_F^2; an A whose squares underflow has no step (nor a useful fit)."""
+    squares = float(np.sum(matrix * matrix))
+    if not squares > 0 or not np.isfinite(n / squares):
+        raise InputError(f"A (the measurement matrix) must have ||A||_F^2 > 0 in float64 to "
+                         f"take a gradient step; got ||A||_F = {np.linalg.norm(matrix):.3g}: "
+                         f"rescale A and y together")
+    return n / squares
 
 
 def _check_int(value: object, name: str, low: int) -> int:
