@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 
 from layerinv import get_activation
 from layerinv.lp import (
+    ACCURACY_FACTOR,
     LayerLP,
     least_squares,
     smallest_singular_value,
@@ -94,3 +97,47 @@ def test_screening_gives_the_full_lp_optimum(norm, seed, noise):
     assert screened.objective == pytest.approx(full.objective, rel=1e-6, abs=2e-9)
     assert screened.t.shape == full.t.shape
     assert "screened" in screened.message
+
+
+@given(seed=st.integers(0, 10_000), m=st.integers(2, 25), ratio=st.floats(2.0, 5.0),
+       squeeze=st.floats(0.0, 1.0))
+@settings(max_examples=25, deadline=None)
+def test_interior_point_slack_ceilings_match_highs(seed, m, ratio, squeeze):
+    """l_1 with a ceiling on every slack, between the l_inf optimum (the smallest feasible
+    ceiling) and the free l_1 fit's largest slack: the interior point's optimum is HiGHS's
+    and no slack passes the ceiling."""
+    problem = noisy_layer_lp(m, int(ratio * m), "l1", seed)
+    free = solve_ipm(problem)
+    smallest = solve_ipm(dataclasses.replace(problem, norm="linf")).objective
+    ceiling = smallest * 1.001 + squeeze * max(float(free.t.max()) - smallest, 0.0)
+    bounded = dataclasses.replace(problem, t_max=ceiling)
+    ours, reference = solve_ipm(bounded), solve_highs(bounded)
+    assert ours.status == reference.status == "optimal"
+    assert ours.objective == pytest.approx(reference.objective, rel=1e-6, abs=1e-9)
+    assert ours.t.max() <= ceiling * (1 + 1e-8)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l1"])
+@given(seed=st.integers(0, 10_000), m=st.integers(2, 30), ratio=st.floats(2.0, 5.0))
+@settings(max_examples=25, deadline=None)
+def test_interior_point_accuracy_covers_its_error(norm, seed, m, ratio):
+    """A contradicted bound is claimed only beyond ACCURACY_FACTOR times the stated accuracy:
+    the objective's excess over the optimum (HiGHS's vertex) must stay inside that margin."""
+    problem = noisy_layer_lp(m, int(ratio * m), norm, seed)
+    ours, reference = solve_ipm(problem), solve_highs(problem)
+    assert 0 < ours.accuracy < 1e-6
+    assert ours.objective - reference.objective <= ACCURACY_FACTOR * ours.accuracy + 1e-12
+
+
+def test_noise_bound_is_decided_by_the_free_linf_lp():
+    """A bound at the l_inf optimum is met (no proof of contradiction), for l1 too, and its
+    answers respect it; a bound below the optimum by far more than the accuracy is not."""
+    for norm in ("linf", "l1"):
+        problem = noisy_layer_lp(10, 40, norm, seed=5)
+        smallest = solve_ipm(dataclasses.replace(problem, norm="linf")).objective
+        for solver in ("auto", "ipm", "highs"):
+            met = solve(dataclasses.replace(problem, t_max=smallest), solver)
+            assert met.status == "optimal", (norm, solver)
+            assert met.t.max() <= smallest * (1 + 1e-6)
+            broken = solve(dataclasses.replace(problem, t_max=0.9 * smallest), solver)
+            assert broken.status == "infeasible", (norm, solver)

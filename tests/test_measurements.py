@@ -205,3 +205,39 @@ def test_noise_refuses_bad_arguments():
         GaussianNoise(1.0, seed=1.5)
     with pytest.raises(InputError, match="finite"):
         GaussianNoise(1.0, seed=0)(np.array([np.nan]))
+
+
+def test_an_all_zero_matrix_is_one_clear_error():
+    """Matrix(zeros) used to be accepted and `reconstruct` then raised ZeroDivisionError."""
+    with pytest.raises(InputError, match=r"A must have a non-zero entry .* shape \(5, 36\)"):
+        Matrix(np.zeros((5, 36)))
+    with pytest.raises(InputError, match="A must have a non-zero entry"):
+        layerinv.measurements.Magnitude(np.zeros((5, 36)))
+
+
+def test_reconstruct_refuses_a_matrix_too_small_for_a_step():
+    """Entries of 1e-170 square to 0 in float64: eta_0 = n / ||A||_F^2 does not exist."""
+    from layerinv.reconstruct import reconstruct
+
+    net = layerinv.random_network([4, 20, 36], seed=0)
+    tiny = Matrix(np.full((5, 36), 1e-170))
+    with pytest.raises(InputError, match=r"A \(the measurement matrix\) must have"):
+        reconstruct(net, np.zeros(5), tiny)
+
+
+def test_cli_reconstruct_with_a_zero_matrix_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    net = layerinv.random_network([4, 20, 36], seed=0)
+    net.save(tmp_path / "net.npz")
+    np.save(tmp_path / "A.npy", np.zeros((5, 36)))
+    np.save(tmp_path / "y.npy", np.zeros(5))
+    result = subprocess.run(
+        [sys.executable, "-m", "layerinv", "reconstruct", "--network", str(tmp_path / "net.npz"),
+         "--measurement", "gaussian", "--matrix", str(tmp_path / "A.npy"),
+         "--observation", str(tmp_path / "y.npy")],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "A must have a non-zero entry" in lines[0], result.stderr

@@ -8,13 +8,19 @@ Methods (Lei et al. 2019):
 - l1 (eq. 6): one slack per row, their sum minimised.
 
 The active threshold. Rows whose observation is within the threshold of a kink are ambiguous.
-It starts at max(noise, active_tol * max|y|); with no stated noise it is raised for ReLU to
-twice the largest negative excursion of y: a ReLU never outputs below 0, so -min(y) is a lower
-estimate of the noise amplitude read off the observation itself (never off the ground truth).
+A stated noise bound e is the threshold itself (the rows then split exactly: the LP's feasible
+set at t = e is the set of h that fit within e). With no stated noise it starts at
+active_tol * max|y| and is raised for ReLU to twice the largest negative excursion of y: a
+ReLU never outputs below 0, so -min(y) is a lower estimate of the noise amplitude read off the
+observation itself (never off the ground truth).
 For l_inf without a stated noise bound, the slack t the LP finds is the measured noise level:
 where re-classifying the rows at t can change the answer (`_reclassifying_helps`), the LP is
 solved again at that threshold (at most `max_passes` solves) and the solution with the smallest
 achieved residual is kept.
+
+A stated bound is reported contradicted ('noise_bound_violated') only when it is: the l_inf
+LP's optimum exceeds it beyond the solver's accuracy (lp._solve_bounded) and the best fit then
+found does not meet it either.
 """
 
 from __future__ import annotations
@@ -101,10 +107,11 @@ def invert_layer(layer: Layer, y: np.ndarray, h_low: np.ndarray, h_high: np.ndar
     threshold = max(own, error_level)
     band = layer.activation.band(y, threshold)
     h, full_rank, normal = _least_squares(layer, band)
-    tol = options.rtol * scale + (noise or 0.0)
+    tol = options.rtol * scale
     if h is not None and _violation(layer, band, y, h, h_low, h_high, noise or 0.0) <= tol:
-        # The least-squares point fits every row to within round-off: it is an optimal point
-        # of eq. (4), (5) and (6) alike, since each of their optimal values is >= 0.
+        # The least-squares point fits every row to within round-off (within the stated bound,
+        # if any): it is an optimal point of eq. (4), (5) and (6) alike, since each of their
+        # optimal values is >= 0 (with a bound: a point that meets it).
         report = context.report(h, "optimal", "lstsq", 0, 0.0, full_rank=full_rank,
                                 normal=(band.two_sided, normal))
     elif options.method == "exact":
@@ -196,8 +203,15 @@ EXCURSION_FACTOR = 2.0
 
 
 def _initial_threshold(layer: Layer, y: np.ndarray, noise: float | None, floor: float) -> float:
-    threshold = max(floor, noise or 0.0)
-    if layer.activation.name == "relu" and noise is None:
+    if noise is not None:
+        # A stated bound e splits the rows exactly: with threshold e the LP's feasible set at
+        # t = e is the set of h with ||act(W h + b) - y||_inf <= e (ReLU and LeakyReLU), so
+        # the bound is contradicted exactly when the LP needs t > e. A larger threshold (the
+        # active_tol floor) would make LeakyReLU rows with 0 < y <= threshold infeasible at
+        # t = 0 and report realizable data as contradicting noise=0.
+        return noise
+    threshold = floor
+    if layer.activation.name == "relu":
         threshold = max(threshold, EXCURSION_FACTOR * -float(y.min()))
     return threshold
 
@@ -222,14 +236,15 @@ def _least_squares(layer: Layer, band: Band
 def _violation(layer: Layer, band: Band, y: np.ndarray, h: np.ndarray, h_low: np.ndarray,
                h_high: np.ndarray, t: float) -> float:
     """The largest amount by which h breaks a band row at slack t, a bound, or a slack floor."""
+    outside_box = max(np.max(h_low - h, initial=0.0), np.max(h - h_high, initial=0.0))
+    if layer.activation.name not in ("relu", "leaky_relu", "identity"):
+        # Sigmoid and tanh bands are first order in t: compare in output space instead.
+        return max(outside_box, _residual(layer, h, y) - t)
     u = layer.preactivation(h[None, :])[0]
     lo, hi = band.at(t)
-    worst = max(np.max(lo - u, initial=0.0), np.max(u - hi, initial=0.0),
-                np.max(h_low - h, initial=0.0), np.max(h - h_high, initial=0.0),
+    worst = max(np.max(lo - u, initial=0.0), np.max(u - hi, initial=0.0), outside_box,
                 float(band.t_floor.max(initial=0.0)) - t)
-    # Sigmoid and tanh bands live in pre-activation space: compare in output space too.
-    return max(worst, 0.0) if layer.activation.name in ("relu", "leaky_relu", "identity") \
-        else _residual(layer, h, y)
+    return max(worst, 0.0)
 
 
 def _residual(layer: Layer, h: np.ndarray, y: np.ndarray) -> float:
@@ -247,11 +262,15 @@ def _solve_lp(context: _Context, threshold: float, norm: str) -> tuple[np.ndarra
         result = lp.solve(lp.LayerLP(layer.weight, layer.bias, band, context.h_low,
                                      context.h_high, norm, t_max=noise), options.solver)
         if result.status == "infeasible" and noise is not None:
-            # The stated noise bound is contradicted: report it, and still return the best fit,
-            # found as if no bound had been stated.
+            # The LP proves the stated noise bound contradicted (lp._solve_bounded): report
+            # it, and still return the best fit, found as if no bound had been stated.
             unbounded = dataclasses.replace(context, noise=None,
                                             own_threshold=context.unbounded_threshold)
             h, report = _solve_lp(unbounded, context.unbounded_threshold, norm)
+            if report.eps <= noise + options.rtol * float(np.abs(y).max()):
+                # The fit returned meets the bound after all (sigmoid and tanh bands are only
+                # first order in t): a witness outranks the LP's claim.
+                return h, report
             if report.status != "solver_error":  # the contradiction is the bigger news
                 report.status = "noise_bound_violated"
             report.message = result.message

@@ -287,6 +287,9 @@ class Matrix(LinearMeasurement):
         if array.ndim != 2 or 0 in array.shape:
             raise InputError(f"A must be a non-empty 2-D array (m, n); got shape {array.shape}")
         check_finite(array, "A")
+        if not np.any(array):
+            raise InputError(f"A must have a non-zero entry (an all-zero matrix measures "
+                             f"nothing); got an all-zero array of shape {array.shape}")
         self._matrix = np.ascontiguousarray(array)
         self._matrix.setflags(write=False)
         self.out_dim, self.in_dim = (int(s) for s in array.shape)
