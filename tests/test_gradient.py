@@ -414,3 +414,23 @@ def test_gradient_results_carry_no_certificate():
     x = net(np.ones(5))
     result = layerinv.invert(net, x, "gd", steps=5, restarts=1, progress=False)
     assert result.certified is False and np.isnan(result.error_bound)
+
+
+def test_success_is_the_documented_fit_criterion_on_either_side_of_the_tolerance():
+    """success = ||G(z) - x||_inf <= 1e-4 ||x||_inf (the default success_tol), judged at both
+    sides: a fit 2x inside the tolerance succeeds, one 2x outside fails (a tolerance loosened
+    or tightened 100x gets one of them wrong)."""
+    net = layerinv.random_network([5, 30, 90], seed=3)
+    z_true = np.random.default_rng([3, 1]).standard_normal(5)
+    clean = net(z_true)
+    signs = np.random.default_rng([3, 2]).choice([-1.0, 1.0], size=clean.shape)
+    for relative, expected in ((0.5e-4, True), (2e-4, False), (1e-3, False)):
+        x = clean + signs * relative * np.max(np.abs(clean))
+        # Start at z*: a step of lr 1e-15 leaves the fit where it is, so the returned z fits
+        # to the planted residual.
+        result = gradient_descent(net, x, z0=z_true, restarts=1, steps=1, lr=1e-15,
+                                  progress=False)
+        fit = np.max(np.abs(net(result.z) - x)) / np.max(np.abs(x))
+        assert abs(fit / relative - 1.0) < 0.02, fit  # the residual is the planted one
+        assert np.isclose(result.residual, np.max(np.abs(net(result.z) - x)), rtol=1e-9)
+        assert result.success is expected, (relative, fit)
