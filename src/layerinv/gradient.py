@@ -61,6 +61,7 @@ relative latent error of about 1e-3, the paper's success threshold).
 from __future__ import annotations
 
 import copy
+import inspect
 import numbers
 import time
 from collections.abc import Callable, Sequence
@@ -86,6 +87,8 @@ ADAM_EPS = 1e-8
 DEFAULT_PRESET = "bora2017"
 REFINE_TARGET = 1e-7
 """`refine` stops a sample once its root-mean-square residual is below this times max|x|."""
+SUCCESS_TOL = 1e-4
+"""Default fit criterion: success = ||A(G(z)) - x||_inf <= SUCCESS_TOL * ||x||_inf."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "bora2017": {
@@ -146,7 +149,7 @@ def _gradient_descent(generator: Network | nn.Module, x: object, *, preset: str 
                      rel_tol: float | None = None, target_fit: float | None = None,
                      measurement: Callable[[torch.Tensor], torch.Tensor] | object | None = None,
                      z0: object = None, latent_dim: int | None = None,
-                     success_tol: float = 1e-4, device: str | torch.device | None = None,
+                     success_tol: float = SUCCESS_TOL, device: str | torch.device | None = None,
                      dtype: torch.dtype | None = None,
                      seed: int | Sequence[int] | np.random.Generator | None = 0,
                      progress: bool | None = None) -> Inversion:
@@ -250,9 +253,25 @@ def _gradient_descent(generator: Network | nn.Module, x: object, *, preset: str 
 
 @wraps(_gradient_descent)
 def gradient_descent(*args: Any, **kwargs: Any) -> Inversion:
+    check_options(kwargs)
     # One PyTorch thread: see _blas.one_torch_thread for the measurement behind it.
     with one_torch_thread():
         return _gradient_descent(*args, **kwargs)
+
+
+def option_names() -> tuple[str, ...]:
+    """The keyword options of `gradient_descent` (what `invert(..., 'gd', **options)` takes)."""
+    names = inspect.signature(_gradient_descent).parameters
+    return tuple(name for name in names if name not in ("generator", "x"))
+
+
+def check_options(options: dict[str, Any], *, refusing: tuple[str, ...] = ()) -> None:
+    """An InputError naming the first unknown option and the valid ones (not a TypeError)."""
+    valid = [name for name in option_names() if name not in refusing]
+    for name in options:
+        if name not in valid and name not in refusing:
+            raise InputError(f"unknown gradient-descent option {name!r}; valid options: "
+                             f"{', '.join(valid)}")
 
 
 def invert_gd(net: Network, x: object, **options: Any) -> Inversion:
@@ -277,6 +296,7 @@ def refine(generator: Network | nn.Module, x: object, start: Inversion | object,
     """
     if "z0" in options:
         raise InputError("refine takes its starting point from `start`, not from z0")
+    check_options(options, refusing=("z0",))
     if isinstance(start, Inversion):
         z_start, lp_seconds, layers = start.z, start.seconds, start.layers
     else:
@@ -290,6 +310,63 @@ def refine(generator: Network | nn.Module, x: object, start: Inversion | object,
     if layers is not None:
         result.layers = layers
     return result
+
+
+# ----------------------------------------------------------------------------- reporting
+def sample_seconds(result: Inversion) -> np.ndarray:
+    """Seconds per sample of a gradient result, shape (B,) (or (1,) for one observation).
+
+    Every sample runs in one tensor, so no sample has a time of its own: each gets an equal
+    share of the call's wall time, plus, for 'lp+gd', its own LP layer times (what the rest
+    of the call's time is shared out from). The shares add up to `result.seconds`.
+    """
+    single = isinstance(result.status, str)
+    reports = [result.layers] if single else list(result.layers)
+    own = np.array([sum(r.seconds for r in layer_reports) for layer_reports in reports])
+    rest = max(0.0, float(result.seconds) - float(own.sum()))
+    return own + rest / len(reports)
+
+
+def summary(result: Inversion, x: object, success_tol: float = SUCCESS_TOL) -> str:
+    """A text table of a gradient result: per sample, stop reason, fit, seconds (shared out)."""
+    single = isinstance(result.status, str)
+    statuses = [result.status] if single else list(result.status)
+    successes = np.atleast_1d(result.success)
+    residuals = np.atleast_1d(result.residual)
+    scale = _scale(x, len(statuses))
+    seconds = sample_seconds(result)
+    share = ("its LP layer time + an equal share of the rest" if result.method == "lp+gd"
+             else f"the call's wall time / {len(statuses)}")
+    how = ("the LP per sample, then the gradient steps of every sample in one tensor"
+           if result.method == "lp+gd" else "every sample and restart in one tensor")
+    lines = [f"method={result.method}  samples={len(statuses)}  seconds={result.seconds:.3f} "
+             f"({how})",
+             f"{'sample':>6}  {'stop reason':<11} {'residual':>10} {'rel. resid.':>11}  "
+             f"{'fit':<3}  seconds ({share})"]
+    for i, status in enumerate(statuses):
+        fit = "yes" if successes[i] else "no"
+        lines.append(f"{i:>6}  {status:<11} {residuals[i]:>10.2e} "
+                     f"{residuals[i] / scale[i]:>11.2e}  {fit:<3}  {seconds[i]:.4f}")
+    return "\n".join([*lines, f"fit: ||G(z) - x||_inf <= {success_tol:g} max|x|"])
+
+
+def summary_line(result: Inversion, x: object, success_tol: float = SUCCESS_TOL) -> str:
+    """One line: how many samples fit, why they stopped and the median relative residual."""
+    statuses = np.atleast_1d(np.asarray(result.status, dtype=object))
+    fits = int(np.sum(result.success))
+    reasons = ", ".join(f"{name} {int(np.sum(statuses == name))}" for name in GD_STATUSES
+                        if np.any(statuses == name))
+    relative = np.atleast_1d(result.residual) / _scale(x, len(statuses))
+    return (f"{fits} of {len(statuses)} samples fit (||G(z) - x||_inf <= {success_tol:g} "
+            f"max|x|; median relative residual {np.median(relative):.1e}); stop reasons: "
+            f"{reasons}")
+
+
+def _scale(x: object, n_samples: int) -> np.ndarray:
+    """max|x| per sample (1 where x is all zeros, so a relative residual stays finite)."""
+    flat = _as_numpy(x, "x").reshape(n_samples, -1)
+    scale = np.max(np.abs(flat), axis=1)
+    return np.where(scale > 0, scale, 1.0)
 
 
 # ----------------------------------------------------------------------------- options
