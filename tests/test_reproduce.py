@@ -309,6 +309,7 @@ def test_success_vs_k_figure_and_verdict_from_rows(tmp_path):
     worse = [dict(r, success=False) if r["method"] == "linf" and r["activation"] == "relu"
              else r for r in rows]
     assert success_vs_k.verdict(worse).startswith("We fall short of Figure 2")
+    assert "less often than the limit allows at k = 10, 90" in success_vs_k.verdict(worse)
 
 
 def test_timing_summary_and_verdict_from_rows(tmp_path):
@@ -345,3 +346,41 @@ def test_cli_parsers_register_reproduce_and_report():
     assert args.command == "report" and callable(args.run)
     with pytest.raises(SystemExit):
         parser.parse_args(["reproduce", "not-an-experiment"])
+
+
+# ------------------------------------------------------------------------------ verdicts
+def mnist_rows(variance: float, lp_psnr: float, gd_psnr: float, statuses: list[str]) -> list:
+    rows = []
+    for i, status in enumerate(statuses):
+        for method, value, state in (("linf", lp_psnr, status), ("gd", gd_psnr, "max_steps")):
+            rows.append({"generator": "relu", "task": "denoise", "source": "gaussian",
+                         "noise_variance": variance, "method": method, "instance": i,
+                         "latent_error": 1.0, "psnr": value + 0.01 * i, "psnr_digit": None,
+                         "seconds": 0.01, "status": state})
+    return rows
+
+
+def test_mnist_verdict_explains_from_the_rows_not_from_a_fixed_setting():
+    rows = mnist_rows(0.05, 12.0, 25.0, ["not_unique"] * 3 + ["optimal"] * 2)
+    sentence = MNIST.verdict(rows)
+    assert "behind on denoise" in sentence
+    assert "noise variance 0.05 per pixel" in sentence and "0.3" not in sentence
+    assert "not 'optimal' on 3 of 5 instances" in sentence
+    assert "least squares" not in sentence and "small-noise regime" not in sentence
+    ahead = MNIST.verdict(mnist_rows(0.0, 250.0, 50.0, ["optimal"] * 4))
+    assert "ahead on denoise (an exact fit of G(z*)" in ahead and "local minimum" not in ahead
+
+
+def test_sensing_and_timing_verdicts_carry_no_fixed_explanations():
+    rows = [{"network": "random", "m": m, "method": method, "instance": i, "seconds": 0.1,
+             "rel_error": error * (1 + 0.1 * i)}
+            for m in (50, 100) for i in range(3)
+            for method, error in (("pgd", 1e-15), ("gd", 3e-3 if m == 50 else 2e-4))]
+    sentence = SENSING.verdict(rows)
+    assert "at 2 (network, m) points LP-PGD's median error is below 1e-10 where gradient " \
+           "descent's is 2.2e-04 to 3.3e-03" in sentence
+    assert "optimisation error" not in sentence
+    timed = [{"net": net, "method": method, "instance": 0, "seconds": seconds,
+              "success": True, "_workers": 1}
+             for net in timing.NETS for method, seconds in (("linf", 0.05), ("gd", 1.9))]
+    assert "interior point" not in timing.verdict(timed)

@@ -302,7 +302,11 @@ def verdict(rows: list[dict[str, Any]]) -> str:
         why = "the LP misses the limit at a few k only"
     else:
         word = "fall short of"
-        why = "the LP fails where the network is identifiable"
+        below = [k for k in misses if lp[k][0] < float(identifiability_limit(k))]
+        why = (f"the LP succeeds less often than the limit allows at k = "
+               f"{', '.join(map(str, below))}" if below else
+               "the LP's rates sit above the limit's interval, more often than sampling "
+               "explains")
     caveat = f" ({n_min} trials per point: indicative only)" if n_min < 20 else ""
     return (f"We {word} Figure 2: {lead}, and {limit}, so {why}{gd_text}{leaky_text}"
             f"{caveat}.")

@@ -196,9 +196,8 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     if gd:
         machine = float(np.median(gd)) / float(np.mean(PAPER_GD_RANGE))
         why += (f", while gradient descent, the same algorithm on both machines, runs at "
-                f"{machine:.1f}x the paper's time, so the gain is the solver (a structured "
-                f"interior point on the m x m normal equations after a least-squares check), "
-                f"not this machine" if machine >= 0.5 else
+                f"{machine:.1f}x the paper's time, so the gain is the solver, not this "
+                f"machine" if machine >= 0.5 else
                 f"; gradient descent runs at {machine:.1f}x the paper's time, so part of the "
                 f"gain is this machine")
     return f"We {word} Table 1: {'; '.join(parts)}; {why}."
