@@ -30,7 +30,14 @@ from layerinv.reproduce import (
     run_experiments,
     timing_fields,
 )
-from layerinv.results import ResultsFileError, ResultsStore, comparable, json_equal, trial_key
+from layerinv.results import (
+    ResultsFileError,
+    ResultsStore,
+    comparable,
+    json_equal,
+    to_jsonable,
+    trial_key,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE_TRIALS = 2
@@ -384,3 +391,87 @@ def test_sensing_and_timing_verdicts_carry_no_fixed_explanations():
               "success": True, "_workers": 1}
              for net in timing.NETS for method, seconds in (("linf", 0.05), ("gd", 1.9))]
     assert "interior point" not in timing.verdict(timed)
+
+
+# ------------------------------------------------------------------------------ batches
+def without_timing(metrics: dict, fields=("seconds",)) -> dict:
+    return {k: v for k, v in to_jsonable(metrics).items() if k not in fields}
+
+
+def test_a_batch_gives_each_trial_the_metrics_it_gets_alone():
+    """Bitwise, timing aside: a trial's row must not depend on the trials batched with it."""
+    cell = [{"activation": act, "k": 6, "hidden": 30, "output": 80, "noise": 1e-9,
+             "method": "gd", "instance": i, "seed": 0}
+            for act in ("relu", "leaky_relu") for i in range(3)]
+    for act in ("relu", "leaky_relu"):
+        mine = [p for p in cell if p["activation"] == act]
+        batch = success_vs_k.run_batch(mine)
+        part = success_vs_k.run_batch([mine[2], mine[0]])
+        for b, params in enumerate(mine):
+            alone = without_timing(success_vs_k.run_trial(params))
+            assert without_timing(batch[b]) == alone, (act, b)
+        assert without_timing(part[0]) == without_timing(batch[2])
+        assert without_timing(part[1]) == without_timing(batch[0])
+    # MNIST: one shared generator, a mask per instance (inpainting), and lp+gd's one restart.
+    grid = MNIST.grid(True, 3)
+    for task, method in (("inpaint-random", "gd"), ("denoise", "lp+gd")):
+        mine = [p for p in grid if p["task"] == task and p["method"] == method]
+        assert len(mine) == 3
+        batch = MNIST.run_batch(mine)
+        for b in (0, 2):
+            assert without_timing(batch[b]) == without_timing(MNIST.run_trial(mine[b]))
+        assert without_timing(MNIST.run_batch([mine[2], mine[1]])[0]) == \
+            without_timing(batch[2])
+
+
+def test_a_partly_stored_cell_runs_only_its_missing_trials_in_one_batch(tmp_path):
+    def cell(name, params):
+        return params["method"] == "gd" and params["k"] == 10 and \
+            params["activation"] == "relu"
+
+    def first(name, params):
+        return cell(name, params) and params["instance"] == 0
+
+    db = tmp_path / "part.sqlite"
+    once = run_experiments(["success-vs-k"], trials=3, workers=1, db=db, out=None,
+                           select=first, stream=io.StringIO())
+    assert once.computed == 1
+    text = io.StringIO()
+    rest = run_experiments(["success-vs-k"], trials=3, workers=1, db=db, out=tmp_path / "r",
+                           select=cell, stream=text)
+    assert rest.computed == 2 and "3 trials, 1 already" in text.getvalue()
+    whole = run_experiments(["success-vs-k"], trials=3, workers=1, db=tmp_path / "all.sqlite",
+                            out=None, select=cell, stream=io.StringIO())
+    assert whole.computed == 3
+    with ResultsStore(db, create=False) as store:
+        rows = {row.params["instance"]: row for row in store.rows()}
+    with ResultsStore(tmp_path / "all.sqlite", create=False) as store:
+        reference = {row.params["instance"]: row for row in store.rows()}
+    assert sorted(rows) == sorted(reference) == [0, 1, 2]  # one row per trial
+    assert [rows[i].versions["batch"] for i in range(3)] == [1, 2, 2]
+    assert {reference[i].versions["batch"] for i in range(3)} == {3}
+    assert rows[1].seconds == rows[2].seconds > 0  # the batch's wall time shared out
+    assert "batch of 2 trials / 2" in rows[1].versions["seconds"]
+    for i in range(3):
+        assert without_timing(rows[i].metrics) == without_timing(reference[i].metrics), i
+    report = (tmp_path / "r" / "REPORT.md").read_text()
+    assert "2 of these trials ran in batches of up to 2" in report
+    assert "batch's wall time / its size" in report
+
+
+def test_timing_trials_run_last_and_alone(tmp_path):
+    def few(name, params):
+        if name == "timing":
+            return params["method"] == "linf" and params["net"] in ("k=10", "mnist")
+        return params["network"] == "random" and params["level"] == 1e-3
+
+    text = io.StringIO()
+    result = run_experiments(["timing", "noise"], trials=2, workers=2, db=tmp_path / "t.sqlite",
+                             out=None, select=few, stream=text)
+    assert result.computed == 4 + 8 and not result.failed
+    assert "timing: its 4 trials run last, one at a time in this process" in text.getvalue()
+    with ResultsStore(tmp_path / "t.sqlite", create=False) as store:
+        order = [row.experiment for row in store.rows()]
+        timed = store.rows("timing")
+    assert order == ["noise"] * 8 + ["timing"] * 4
+    assert {row.versions["workers"] for row in timed} == {1}

@@ -87,11 +87,13 @@ def machine_info() -> dict[str, str]:
 
 
 def records(rows: Sequence[TrialRow]) -> list[dict[str, Any]]:
-    """Each row as one dict: params, metrics, `trial_seconds` and `_workers` (parallelism)."""
+    """Each row as one dict: params, metrics, `trial_seconds`, `_workers` (parallelism) and
+    `_batch` (the size of the batch it ran in; None: alone)."""
     out = []
     for row in rows:
         record = row.record()
         record["_workers"] = row.versions.get("workers")
+        record["_batch"] = row.versions.get("batch")
         out.append(record)
     return out
 
@@ -111,6 +113,11 @@ def experiment_section(experiment: Any, rows: Sequence[TrialRow], out_dir: Path
         lines += [str(description), ""]
     seconds = sum(r.seconds for r in rows)
     lines += [f"`{name}`: {len(rows)} trials recorded, {seconds:.0f} s of trial time in all.", ""]
+    batched = [int(r.versions["batch"]) for r in rows if int(r.versions.get("batch", 1)) > 1]
+    if batched:
+        lines += [f"{len(batched)} of these trials ran in batches of up to {max(batched)} "
+                  f"(one tensor for all of a batch's trials): each one's seconds are the "
+                  f"batch's wall time divided by its size.", ""]
     paper = call_optional(experiment, "PAPER")
     if paper:
         lines += [f"**Paper.** {paper}", ""]

@@ -14,6 +14,19 @@ An **experiment** is a module (or any object) with:
 - optionally `shared(quick) -> object`, built once per run and sent once to each worker (a
   network, a data set), and `cost(params) -> float`, the estimated seconds of a trial (for
   chunking trials into tasks);
+- optionally batches: `batch_key(params) -> hashable | None`, `run_batch(params_list,
+  shared) -> list[dict]` and `BATCH_SIZE` (int). Missing trials of one experiment with the
+  same non-None key are grouped, in grid order, into batches of at most BATCH_SIZE, and each
+  batch is one `run_batch` call returning one metrics dict per trial, in order (gradient
+  descent runs every trial of a batch in one tensor). The store still gets one row per
+  trial, and resuming is unchanged: a partly stored grid cell makes a smaller batch of its
+  missing trials. For that, a trial's metrics must not depend on which trials share its
+  batch (`run_trial` of that trial alone must give the same, timing fields aside; the tests
+  check it bitwise). A batched trial's `seconds` (the row's wall time) is the batch's wall
+  time divided by its size, and its versions say so: `batch` (the size) and `seconds` (a
+  sentence); the report repeats it;
+- optionally `EXCLUSIVE = True`: its trials run after all the others, one at a time in this
+  process (never beside another trial, whatever `workers` is), for clean wall-clock times;
 - `figures(rows, out_dir) -> list[Path]`, `summary(rows) -> str` (a Markdown table) and
   `verdict(rows) -> str` (one sentence against the paper, computed from the rows), where each
   row is a dict of the trial's parameters and metrics plus `trial_seconds`.
@@ -25,9 +38,11 @@ adds one. The MNIST and compressed-sensing experiments are adapters defined here
 
 `run_experiments(...)` is what `layerinv reproduce` runs: it opens (or creates) the results file
 (a file that is not ours is refused before anything runs), skips the trials already stored,
-runs the rest through `layerinv.parallel.map_trials` in a shuffled (seeded) order so the
-progress bar's ETA reflects the mix of cheap and costly trials, stores each trial as it
-finishes, then renders the report and prints each experiment's summary table and verdict.
+groups the rest into units (batches or single trials, `make_units`), runs them through
+`layerinv.parallel.map_trials` (`execute_unit`) in a shuffled (seeded) order so the progress
+bar's ETA reflects the mix of cheap and costly trials, then the EXCLUSIVE experiments' trials
+in this process, stores each trial as it finishes, then renders the report and prints each
+experiment's summary table and verdict.
 """
 
 from __future__ import annotations
@@ -41,7 +56,7 @@ import random
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -153,6 +168,71 @@ def worker_versions() -> dict[str, Any]:
         _VERSIONS.update({"python": platform.python_version(), "platform": platform.platform(),
                           "cpu_count": os.cpu_count()})
     return dict(_VERSIONS)
+
+
+def batch_size(experiment: Any) -> int:
+    """The most trials an experiment runs in one `run_batch` call (1: it has no batches)."""
+    if not callable(getattr(experiment, "run_batch", None)):
+        return 1
+    size = getattr(experiment, "BATCH_SIZE", 1)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise LayerinvError(f"experiment {display_name(experiment)!r}: BATCH_SIZE must be an "
+                            f"int >= 1; got {size!r}")
+    return size
+
+
+def make_units(tasks: Sequence[tuple[str, dict[str, Any]]], experiments: dict[str, Any]
+               ) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The trials grouped into units of work, in the order of their first trial.
+
+    Trials of one experiment whose `batch_key` is the same (not None) form batches of at
+    most `BATCH_SIZE`, in the order given; every other trial is a unit of its own. Only the
+    missing trials are here, so a partly stored cell makes a smaller batch: that is safe
+    because a trial's metrics do not depend on the other trials of its batch.
+    """
+    units: list[tuple[str, list[dict[str, Any]]]] = []
+    open_batches: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    for name, params in tasks:
+        experiment = experiments[name]
+        size = batch_size(experiment)
+        key = experiment.batch_key(params) if size > 1 else None
+        if key is None:
+            units.append((name, [params]))
+            continue
+        members = open_batches.get((name, key))
+        if members is None or len(members) >= size:
+            members = []
+            open_batches[(name, key)] = members
+            units.append((name, members))
+        members.append(params)
+    return units
+
+
+def execute_unit(unit: tuple[str, list[dict[str, Any]]], shared: Any) -> list[dict[str, Any]]:
+    """Run a unit of `make_units` in whichever process this is: one outcome per trial, as
+    `execute_trial` gives. A batch runs through the experiment's `run_batch`; each of its
+    trials gets the batch's wall time divided by its size as `seconds`, and `batch` (its
+    size) in its versions. A batch that raises fails every one of its trials."""
+    name, batch = unit
+    try:
+        experiment = load_experiment(name)
+        if batch_size(experiment) == 1 or experiment.batch_key(batch[0]) is None:
+            return [execute_trial((name, params), shared) for params in batch]
+        own = None if shared is None else shared.get(name)
+        started = time.perf_counter()
+        results = experiment.run_batch([dict(p) for p in batch], own)
+        seconds = (time.perf_counter() - started) / len(batch)
+        if not isinstance(results, list) or len(results) != len(batch) or not all(
+                isinstance(m, dict) for m in results):
+            raise TypeError(f"run_batch must return one dict per trial ({len(batch)}); got "
+                            f"{type(results).__name__}")
+        versions = {**worker_versions(), "batch": len(batch),
+                    "seconds": f"wall time of a batch of {len(batch)} trials / {len(batch)}"}
+        return [{"metrics": to_jsonable(m), "seconds": seconds, "versions": versions}
+                for m in results]
+    except Exception as exc:
+        failure = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        return [dict(failure) for _ in batch]
 
 
 def execute_trial(task: tuple[str, dict[str, Any]], shared: Any) -> dict[str, Any]:
@@ -312,31 +392,42 @@ def _run_tasks(tasks: list[tuple[str, dict[str, Any]]], store: ResultsStore, res
 
     from .parallel import local_workers
 
-    random.Random(SHUFFLE_SEED).shuffle(tasks)
     experiments = {name: load_experiment(name) for name in dict.fromkeys(n for n, _ in tasks)}
+    # Batches are formed in grid order (a cell's trials together), then shuffled as units.
+    units = make_units(tasks, experiments)
+    random.Random(SHUFFLE_SEED).shuffle(units)
     shared = {}
     for name, experiment in experiments.items():
         build = getattr(experiment, "shared", None)
         if callable(build):
             shared[name] = build(quick)
 
-    def cost(task: tuple[str, dict[str, Any]]) -> float:
-        estimate = getattr(experiments[task[0]], "cost", None)
-        return float(estimate(task[1])) if callable(estimate) else 1.0
+    def cost(unit: tuple[str, list[dict[str, Any]]]) -> float:
+        estimate = getattr(experiments[unit[0]], "cost", None)
+        return sum(float(estimate(p)) if callable(estimate) else 1.0 for p in unit[1])
 
+    alone = [u for u in units if getattr(experiments[u[0]], "EXCLUSIVE", False)]
+    pooled = [u for u in units if not getattr(experiments[u[0]], "EXCLUSIVE", False)]
     if scheduler is not None:
         where = {"scheduler": "dask"}
         say(f"running on the Dask cluster {scheduler}")
     else:
-        n = local_workers(tasks, workers, cost)
+        n = local_workers(pooled, workers, cost) if pooled else 1
         where = {"scheduler": "local", "workers": n}
         say(f"running on {n} local process{'es' if n > 1 else ''}" if n > 1
             else "running in this process")
+    for name in dict.fromkeys(u[0] for u in alone):
+        count = sum(len(u[1]) for u in alone if u[0] == name)
+        say(f"{name}: its {count} trials run last, one at a time in this process, so that "
+            f"no other trial slows their wall-clock times")
     bar = tqdm(total=len(tasks), desc="reproduce", unit="trial", smoothing=0.05,
                disable=(not sys.stderr.isatty()) if progress is None else not progress,
                dynamic_ncols=True)
-    trials_iter = map_trials(execute_trial, tasks, shared or None, workers, scheduler,
-                             cost=cost)
+    trials_iter = _outcomes(
+        [(map_trials(execute_unit, pooled, shared or None, workers, scheduler, cost=cost),
+          where),
+         (map_trials(execute_unit, alone, shared or None, 1, None, cost=cost),
+          {"scheduler": "local", "workers": 1})])
     try:
         with contextlib.closing(trials_iter):
             for (name, params), outcome in trials_iter:
@@ -344,7 +435,7 @@ def _run_tasks(tasks: list[tuple[str, dict[str, Any]]], store: ResultsStore, res
                     result.failed.append((name, params, outcome["error"]))
                     bar.write(f"trial failed: {name} {params}: {outcome['error']}")
                 else:
-                    versions = {**outcome["versions"], **where}
+                    versions = outcome["versions"]
                     if store.add(name, params, outcome["metrics"], outcome["seconds"],
                                  versions):
                         result.computed += 1
@@ -353,6 +444,21 @@ def _run_tasks(tasks: list[tuple[str, dict[str, Any]]], store: ResultsStore, res
         result.interrupted = True
     finally:
         bar.close()
+
+
+def _outcomes(phases: list[tuple[Any, dict[str, Any]]]) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """Each trial's ((name, params), outcome) from the phases' unit maps, one after the other,
+    its outcome's versions completed with where it ran. Closing this closes every map (Ctrl-C
+    ends the pool)."""
+    with contextlib.ExitStack() as stack:
+        for units_iter, _ in phases:
+            stack.enter_context(contextlib.closing(units_iter))
+        for units_iter, where in phases:
+            for (name, batch), outcomes in units_iter:
+                for params, outcome in zip(batch, outcomes, strict=True):
+                    if "versions" in outcome:
+                        outcome = {**outcome, "versions": {**outcome["versions"], **where}}
+                    yield (name, params), outcome
 
 
 def _count_done(store: ResultsStore, grids: dict[str, list[dict[str, Any]]]) -> int:
@@ -460,10 +566,20 @@ class MnistExperiment(_ModuleAdapter):
                                         "seed": self.SEED})
         return out
 
+    BATCH_SIZE = 25
+    """Gradient-method trials per batch: the instances of one setting share the generator,
+    whose weights are stored once for the whole batch."""
+
     def cost(self, params: dict[str, Any]) -> float:
-        if params["method"] in ("gd", "lp+gd"):
-            return 1.2 if params["generator"] == "relu" else 3.0
+        if params["method"] in ("gd", "lp+gd"):  # as part of a batch
+            return 0.2 if params["generator"] == "relu" else 1.0
         return 0.05
+
+    def batch_key(self, params: dict[str, Any]) -> tuple | None:
+        """Gradient-method trials that differ only in their instance run as one batch."""
+        if params["method"] not in ("gd", "lp+gd"):
+            return None
+        return tuple(sorted((k, v) for k, v in params.items() if k != "instance"))
 
     def shared(self, quick: bool) -> dict[str, Any]:
         from .pretrained import mnist_digits, mnist_encoder, mnist_generator
@@ -502,23 +618,41 @@ class MnistExperiment(_ModuleAdapter):
                 "mask": mask, "noise_variance": params["noise_variance"]}
 
     def run_trial(self, params: dict[str, Any], shared: Any = None) -> dict[str, Any]:
+        return self.run_batch([params], shared)[0]
+
+    def run_batch(self, batch: list[dict[str, Any]], shared: Any = None
+                  ) -> list[dict[str, Any]]:
+        """Trials of one setting and method (instances differ) in one `run_instances` call:
+        the gradient methods run all of them in one tensor, the others one by one."""
         from ._blas import one_torch_thread
 
         m = self._module()
-        net, encoder, digits, labels = self._setup(params["generator"], shared)
-        i, method = int(params["instance"]), params["method"]
-        instance = self._instances(params, net, encoder, digits, labels, i + 1)[-1]
-        instance = dataclasses.replace(instance, index=0)
+        first = batch[0]
+        if any(self._setting(p) != self._setting(first) for p in batch):
+            raise InputError("run_batch takes trials that differ only in their instance")
+        net, encoder, digits, labels = self._setup(first["generator"], shared)
+        count = max(int(p["instance"]) for p in batch) + 1
+        instances = self._instances(first, net, encoder, digits, labels, count)
+        chosen = [dataclasses.replace(instances[int(p["instance"])], index=position)
+                  for position, p in enumerate(batch)]
+        method = first["method"]
         with one_torch_thread():
-            run = m.run_instances(net, encoder, [instance], [method],
-                                  describe=self._describe(params), seed=int(params["seed"]),
+            run = m.run_instances(net, encoder, chosen, [method],
+                                  describe=self._describe(first), seed=int(first["seed"]),
                                   progress=False)
-        row = dict(run.rows[0])
-        row["instance"] = i
-        metrics = {k: v for k, v in row.items() if k not in params}
-        if i < m.FIGURE_COLUMNS and method in m.FIGURE_METHODS:
-            metrics["image"] = [round(float(v), 5) for v in run.estimates[method][0]]
-        return metrics
+        out = []
+        for position, params in enumerate(batch):
+            i = int(params["instance"])
+            row = {**run.rows[position], "instance": i}
+            metrics = {k: v for k, v in row.items() if k not in params}
+            if i < m.FIGURE_COLUMNS and method in m.FIGURE_METHODS:
+                metrics["image"] = [round(float(v), 5) for v in run.estimates[method][position]]
+            out.append(metrics)
+        return out
+
+    @staticmethod
+    def _setting(params: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in params.items() if k != "instance"}
 
     def _sorted(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         m = self._module()
@@ -532,7 +666,13 @@ class MnistExperiment(_ModuleAdapter):
 
     def summary(self, rows: list[dict[str, Any]]) -> str:
         m = self._module()
-        return m.format_summary(m.summarise(self._sorted(rows)))
+        table = m.format_summary(m.summarise(self._sorted(rows)))
+        sizes = sorted({int(r["_batch"]) for r in rows if (r.get("_batch") or 1) > 1})
+        if sizes:
+            table += (f"\n\nThe gradient methods ran in batches of {'/'.join(map(str, sizes))}"
+                      f" instances in one tensor: their seconds are the batch's gradient wall "
+                      f"time / its size (+ the instance's own LP time for lp+gd).")
+        return table
 
     def figures(self, rows: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
         m = self._module()

@@ -10,8 +10,10 @@ Methods: the l_inf LP, the l_1 LP and gradient descent (preset bora2017: Adam, 1
 calls); the LPs run BLAS on one thread (layerinv's default).
 
 Metrics: `seconds` (timing), the relative latent error and success (< 1e-3), the status.
-Trials that run side by side on a busy machine slow each other: the report says how many
-workers ran, and a clean table comes from `--workers 1` on an idle machine.
+Trials that run side by side slow each other, so this experiment is EXCLUSIVE: `layerinv
+reproduce` runs its trials last, one at a time in its own process, whatever `--workers` says
+(and never in batches: each trial is one `invert` call). Other programs on the machine still
+count: a clean table comes from an idle machine.
 
 Instance i of a net uses numpy.random.default_rng([seed, 7, k, i, part]), part 1 net, 2 latent,
 3 noise (k = 20 for MNIST).
@@ -36,6 +38,8 @@ TRIALS = 20
 QUICK_TRIALS = 2
 SEED = 0
 TIMING_FIELDS = ("seconds",)
+EXCLUSIVE = True
+"""Run alone, after every other trial, one at a time (see the module docstring)."""
 PAPER_LINF = "0.63-1.03"
 PAPER_GD = "1.6-2.1"
 PAPER_MNIST_LINF = "0.5"
