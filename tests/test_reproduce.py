@@ -475,3 +475,72 @@ def test_timing_trials_run_last_and_alone(tmp_path):
         timed = store.rows("timing")
     assert order == ["noise"] * 8 + ["timing"] * 4
     assert {row.versions["workers"] for row in timed} == {1}
+
+
+# ------------------------------------------------------------------------------ no PyTorch
+NO_TORCH = '''
+import importlib.abc
+import sys
+
+
+class _NoTorch(importlib.abc.MetaPathFinder):
+    """As on a machine without PyTorch: `import torch` raises ModuleNotFoundError."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NoTorch())
+'''
+
+
+def test_without_pytorch_the_run_says_so_skips_gradient_trials_and_exits_0(tmp_path):
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(NO_TORCH)
+    environment = env()
+    environment["PYTHONPATH"] = str(shim) + os.pathsep + environment["PYTHONPATH"]
+    probe = subprocess.run([sys.executable, "-c", "import torch"], env=environment,
+                           capture_output=True, text=True, timeout=60)
+    assert "No module named 'torch'" in probe.stderr  # the shim works
+    db, out = tmp_path / "nt.sqlite", tmp_path / "report"
+    done = subprocess.run(cli("reproduce", "success-vs-k", "--quick", "--trials", "1",
+                              "--workers", "1", "--db", str(db), "--out", str(out),
+                              "--no-progress"),
+                          env=environment, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    note = [i for i, line in enumerate(lines) if line.startswith("PyTorch cannot be imported")]
+    assert len(note) == 1 and note[0] < min(i for i, line in enumerate(lines)
+                                            if line.startswith("total:"))
+    assert "14 of the 42 trials (methods gd) are skipped" in lines[note[0]]
+    assert "trial failed" not in done.stdout + done.stderr
+    assert "raised an error" not in done.stdout
+    with ResultsStore(db, create=False) as store:
+        rows = store.rows()
+    assert len(rows) == 28 and {row.method for row in rows} == {"linf", "l1"}
+    report = (out / "REPORT.md").read_text()
+    assert "success gd" in report and report.count("not run: PyTorch is not installed") >= 14
+    assert "gradient descent: not run: PyTorch is not installed" in report
+
+
+def test_reports_mark_gradient_cells_not_run_when_pytorch_is_missing(monkeypatch):
+    from layerinv import report
+
+    monkeypatch.setattr(report, "torch_missing", lambda: "No module named 'torch'")
+    lp = [{"net": net, "method": method, "instance": 0, "seconds": 0.05, "success": True}
+          for net in timing.NETS for method in ("linf", "l1")]
+    table = timing.summary(lp)
+    assert table.count("not run: PyTorch is not installed") == len(timing.NETS)
+    assert "gradient descent: not run" in timing.verdict(lp)
+    rows = [r for r in mnist_rows(0.3, 12.0, 25.0, ["not_unique"] * 2) if r["method"] == "linf"]
+    table = MNIST.summary(rows)
+    assert "| relu | denoise | gaussian | 0.3 | gd | 0 | not run: PyTorch is not installed" in \
+        table and "| lp+gd | 0 | not run: PyTorch" in table
+    assert "Gradient descent: not run: PyTorch is not installed" in MNIST.verdict(rows)
+    sensing = [{"network": "mnist", "m": 50, "method": "pgd", "instance": i, "seconds": 0.1,
+                "rel_error": 1e-15} for i in range(2)]
+    assert "| mnist | 50 | gd | 0 | not run: PyTorch is not installed" in SENSING.summary(sensing)
+    assert "gradient descent: not run: PyTorch is not installed" in SENSING.verdict(sensing)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import functools
 import html
 import importlib.metadata
 import os
@@ -33,7 +34,25 @@ PACKAGES = ("layerinv", "numpy", "scipy", "highspy", "torch", "matplotlib", "das
             "distributed", "threadpoolctl")
 
 
+TORCH_NOT_RUN = "not run: PyTorch is not installed"
+
+
 # ------------------------------------------------------------------------------ helpers
+@functools.cache
+def torch_missing() -> str | None:
+    """Why PyTorch cannot be imported here ('No module named ...'), or None if it can."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def not_run() -> str:
+    """The cell text for a method with no rows: why it has none, where this process knows."""
+    return TORCH_NOT_RUN if torch_missing() is not None else "not run"
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub Markdown table (cells escaped for '|')."""
     def cell(value: Any) -> str:

@@ -298,6 +298,48 @@ def plan(names: Sequence[str], quick: bool, trials: int | None,
     return grids
 
 
+GRADIENT_METHODS = ("gd", "lp+gd")
+
+
+def needs_torch(experiment: Any, params: dict[str, Any]) -> bool:
+    """Whether a trial needs PyTorch: the experiment's `needs_torch(params)`, or by default
+    whether its method is a gradient method."""
+    check = getattr(experiment, "needs_torch", None)
+    if callable(check):
+        return bool(check(params))
+    return params.get("method") in GRADIENT_METHODS
+
+
+def without_torch(names: Sequence[str], quick: bool, trials: int | None,
+                  select: Callable[[str, dict[str, Any]], bool] | None
+                  ) -> tuple[Callable[[str, dict[str, Any]], bool] | None, str]:
+    """Where PyTorch cannot be imported: a `select` that leaves out the trials needing it,
+    and the one line saying so (else `select` unchanged and '')."""
+    from .report import TORCH_NOT_RUN, torch_missing
+
+    if torch_missing() is None:
+        return select, ""
+    experiments = {name: load_experiment(name) for name in names}
+
+    def runnable(name: str, params: dict[str, Any]) -> bool:
+        if needs_torch(experiments[name], params):
+            return False
+        return select is None or select(name, params)
+
+    grids = plan(names, quick, trials, select)
+    skipped = sum(1 for name, grid in grids.items() for p in grid
+                  if needs_torch(experiments[name], p))
+    if not skipped:
+        return select, ""
+    total = sum(len(grid) for grid in grids.values())
+    methods = sorted({str(p.get("method")) for name, grid in grids.items() for p in grid
+                      if needs_torch(experiments[name], p)})
+    return runnable, (f"PyTorch cannot be imported ({torch_missing()}): {skipped} of the {total} "
+                      f"trials (methods {', '.join(methods)}) are skipped, not stored, and "
+                      f"shown in the report as \"{TORCH_NOT_RUN}\"; install it with `pip "
+                      f"install -c constraints.txt torch` to run them")
+
+
 def run_experiments(names: Sequence[str] = ("all",), *, quick: bool = False,
                     trials: int | None = None, workers: int | None = None,
                     scheduler: Any = None, db: str | Path = DEFAULT_DB,
@@ -333,6 +375,9 @@ def run_experiments(names: Sequence[str] = ("all",), *, quick: bool = False,
     chosen, notes = resolve_names(names)
     for note in notes:
         say(note)
+    select, torch_note = without_torch(chosen, quick, trials, select)
+    if torch_note:
+        say(torch_note)
     store = ResultsStore(db)
     try:
         grids = plan(chosen, quick, trials, select)
@@ -665,8 +710,19 @@ class MnistExperiment(_ModuleAdapter):
         return sorted(rows, key=key)
 
     def summary(self, rows: list[dict[str, Any]]) -> str:
+        from .report import not_run
+
         m = self._module()
         table = m.format_summary(m.summarise(self._sorted(rows)))
+        settings = dict.fromkeys((r["generator"], r["task"], r["source"], r["noise_variance"])
+                                 for r in self._sorted(rows))
+        for setting in settings:  # a gradient method with no rows says why
+            for method in GRADIENT_METHODS:
+                if not any((r["generator"], r["task"], r["source"], r["noise_variance"],
+                            r["method"]) == (*setting, method) for r in rows):
+                    generator, task, source, variance = setting
+                    table += (f"\n| {generator} | {task} | {source} | {variance:g} | {method} | 0 "
+                              f"| {not_run()} |  |  |  |  |")
         sizes = sorted({int(r["_batch"]) for r in rows if (r.get("_batch") or 1) > 1})
         if sizes:
             table += (f"\n\nThe gradient methods ran in batches of {'/'.join(map(str, sizes))}"
@@ -719,6 +775,11 @@ class MnistExperiment(_ModuleAdapter):
                 compared.append((setting, min(lp["psnr"], self.EXACT_DB),
                                  min(gd["psnr"], self.EXACT_DB)))
         if not compared:
+            if rows and not any(r["method"] == "gd" for r in rows):
+                from .report import not_run
+
+                return (f"Gradient descent: {not_run()}, so the l_inf LP has nothing to be "
+                        f"compared with here (the paper sets the two side by side).")
             return "No l_inf and gradient-descent rows on the same setting yet."
         better = [c for c in compared if c[1] >= c[2] + 1.0]
         worse = [c for c in compared if c[1] <= c[2] - 1.0]
@@ -837,8 +898,16 @@ class SensingExperiment(_ModuleAdapter):
         return metrics
 
     def summary(self, rows: list[dict[str, Any]]) -> str:
+        from .report import not_run
+
         s = self._module()
-        return s.format_markdown(s.summarise(rows))
+        table = s.format_markdown(s.summarise(rows))
+        points = dict.fromkeys((r["network"], int(r["m"])) for r in rows)
+        for network, m in sorted(points, key=lambda p: (p[0], p[1])):
+            if not any(r["network"] == network and int(r["m"]) == m and r["method"] == "gd"
+                       for r in rows):  # gradient descent with no rows says why
+                table += f"\n| {network} | {m} | gd | 0 | {not_run()} |  |  |  |  |"
+        return table
 
     def figures(self, rows: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
         s = self._module()
@@ -856,6 +925,10 @@ class SensingExperiment(_ModuleAdapter):
             for method, label in (("pgd", "LP-PGD"), ("gd", "gradient descent")):
                 rows_m = [r for r in mine if r["method"] == method]
                 if not rows_m:
+                    if method == "gd" and mine:
+                        from .report import not_run
+
+                        clauses.append(f"gradient descent: {not_run()}")
                     continue
                 good = sorted(r["m"] for r in rows_m if r["median"] < s.SUCCESS)
                 clauses.append(f"{label}'s median error is below {s.SUCCESS:g} from m = "

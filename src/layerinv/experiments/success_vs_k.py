@@ -218,7 +218,7 @@ def rates(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, tuple[f
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
-    from ..report import markdown_table
+    from ..report import markdown_table, not_run
 
     table = rates(rows)
     seconds: dict[tuple[str, str], list[float]] = {}
@@ -229,22 +229,25 @@ def summary(rows: list[dict[str, Any]]) -> str:
         ks = sorted({k for (a, _), per_k in table.items() if a == act for k in per_k})
         if not ks:
             continue
-        methods = [m for m in METHODS if (act, m) in table]
+        # Every method has its column: one with no rows says why ("not run: ...").
+        methods = [m for m in METHODS if (act, m) in table or m == "gd"]
         header = ["activation", "k", "trials", *(f"success {m}" for m in methods)]
         if act == "relu":
             header.append("limit P(Bin(250,1/2) >= k)")
         body = []
         for k in ks:
-            n = max(table[(act, m)].get(k, (0.0, 0))[1] for m in methods)
+            n = max(table.get((act, m), {}).get(k, (0.0, 0))[1] for m in methods)
             cells = [ACTIVATION_LABELS[act], str(k), str(n)]
             for m in methods:
-                rate = table[(act, m)].get(k)
-                cells.append("" if rate is None else f"{rate[0]:.2f}")
+                rate = table.get((act, m), {}).get(k)
+                cells.append(f"{rate[0]:.2f}" if rate is not None else
+                             "" if (act, m) in table else not_run())
             if act == "relu":
                 cells.append(f"{float(identifiability_limit(k)):.2f}")
             body.append(cells)
         lines.append(markdown_table(header, body))
-        med = ", ".join(f"{m} {np.median(seconds[(act, m)]):.3f} s" for m in methods)
+        med = ", ".join(f"{m} {np.median(seconds[(act, m)]):.3f} s" if (act, m) in seconds
+                        else f"{m} {not_run()}" for m in methods)
         lines.append(f"\nMedian seconds per inversion ({ACTIVATION_LABELS[act]}): {med}.\n")
     sizes = sorted({int(r["_batch"]) for r in rows if (r.get("_batch") or 1) > 1})
     if sizes:
@@ -327,8 +330,10 @@ def verdict(rows: list[dict[str, Any]]) -> str:
              f"interval)")
     if misses:
         limit += f", not at k = {', '.join(map(str, misses))}"
+    from ..report import not_run
+
     gd = table.get(("relu", "gd"))
-    gd_text = ""
+    gd_text = f"; gradient descent: {not_run()}"
     if gd:
         zero = [k for k in sorted(gd) if gd[k][0] == 0.0]
         gd_text = (f"; gradient descent first reaches 0 at k = {zero[0]}" if zero

@@ -122,7 +122,7 @@ def _label(net: str) -> str:
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
-    from ..report import markdown_table
+    from ..report import markdown_table, not_run
 
     data = table(rows)
     header = ["net", "trials", "l_inf LP s (ours)", "l_1 LP s (ours)", "GD s (ours)",
@@ -135,7 +135,9 @@ def summary(rows: list[dict[str, Any]]) -> str:
         n = max(c[2] for c in cells.values())
 
         def sec(method: str, cells: dict = cells) -> str:
-            return f"{cells[method][0]:.3f}" if method in cells else ""
+            if method in cells:
+                return f"{cells[method][0]:.3f}"
+            return not_run() if method == "gd" else ""
 
         ok = " / ".join(f"{cells[m][1]:.0%}" if m in cells else "-" for m in METHODS)
         paper_lp = PAPER_MNIST_LINF if net == "mnist" else f"{PAPER_LINF} (range over k)"
@@ -189,6 +191,10 @@ def verdict(rows: list[dict[str, Any]]) -> str:
         parts.append(f"{data['mnist']['linf'][0]:.3f} s on MNIST against {PAPER_MNIST_LINF} s")
     if gd:
         parts.append(f"gradient descent {min(gd):.2f}-{max(gd):.2f} s against {PAPER_GD} s")
+    elif parts:
+        from ..report import not_run
+
+        parts.append(f"gradient descent: {not_run()}")
     if not parts:
         return "No timing rows recorded yet."
     if not lp:
