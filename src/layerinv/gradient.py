@@ -15,15 +15,20 @@ step independent of the output size. The prior term is the CSGM `zp_loss`, a sum
 Everything runs in PyTorch on one tensor of shape (B * R, k): B observations times R random
 restarts. Each row is optimised independently (the gradient of the sum of the per-row losses
 is the per-row gradient), so a batch gives the same answers as separate calls (up to the
-rounding of batched matrix products: the tests find agreement to 1e-9 relative).
+rounding of batched matrix products: the tests find agreement to 1e-9 relative). Given a list
+of B networks (one per observation, one architecture; the same object repeated for one
+shared generator), the forward is a torch.bmm over their stacked weights, every sample's rows
+in a matrix product of its own, and each sample's answer is bitwise the one it gets alone:
+that is how `layerinv reproduce` runs the trials of a grid cell as one batch.
 
 Design
 ------
 - Optimisers are written out row-wise rather than taken from torch.optim, so that each row can
   stop (and be frozen: no further update, no moment update) on its own and the sign flip can
   reset one row's state. The formulas are those of torch.optim.Adam (betas 0.9, 0.999, eps
-  1e-8, no weight decay) and torch.optim.SGD (momentum, no dampening, no Nesterov); the tests
-  check both trajectories against torch.optim.
+  1e-8, no weight decay; beta^t is kept as a running product per row, not a power) and
+  torch.optim.SGD (momentum, no dampening, no Nesterov); the tests check both trajectories
+  against torch.optim.
 - Precision: a `layerinv.Network` runs in float64 (its weights are float64; residuals of 1e-9
   and latent errors of 1e-9 are reachable). A user's torch module runs in the dtype of its own
   parameters (float32 for most trained models), on the device of its parameters. `dtype` or
