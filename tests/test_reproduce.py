@@ -544,3 +544,71 @@ def test_reports_mark_gradient_cells_not_run_when_pytorch_is_missing(monkeypatch
                 "rel_error": 1e-15} for i in range(2)]
     assert "| mnist | 50 | gd | 0 | not run: PyTorch is not installed" in SENSING.summary(sensing)
     assert "gradient descent: not run: PyTorch is not installed" in SENSING.verdict(sensing)
+
+
+# ------------------------------------------------------------------------------ docs tables
+def docs_tables_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_tables", ROOT / "scripts" /
+                                                  "docs_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def table_blocks(text: str) -> dict[str, list[list[str]]]:
+    """name -> rows (cells) of each marked table; asserts every table is marked."""
+    import re
+
+    blocks: dict[str, list[list[str]]] = {}
+    name = None
+    for number, line in enumerate(text.splitlines()):
+        stripped = line.strip()
+        opened = re.match(r"<!-- table: (\S+) \(python scripts/docs_tables.py \1\) -->$",
+                          stripped)
+        if opened:
+            name = opened[1]
+            blocks[name] = []
+        elif stripped == "<!-- /table -->":
+            name = None
+        elif stripped.startswith("|"):
+            assert name is not None, f"line {number + 1}: a table no command regenerates"
+            blocks[name].append([c.strip() for c in stripped.strip("|").split("|")])
+    return blocks
+
+
+def test_every_docs_table_is_regenerated_by_a_named_command_and_matches_its_grid():
+    script = docs_tables_script()
+    found = {}
+    for path in sorted((ROOT / "docs").glob("*.md")):
+        text = path.read_text()
+        for name, rows in table_blocks(text).items():
+            assert name in script.TABLES and script.TABLES[name][0] == path, name
+            assert f"`python scripts/docs_tables.py {name}`" in text, name  # visible, beside
+            found[name] = rows
+    assert set(found) == set(script.TABLES)
+    from layerinv.experiments import mnist, sensing
+
+    grid = script.SENSING
+    body = found["sensing"][2:]
+    assert {(r[0], int(r[1]), r[2]) for r in body} == {
+        (net, m, method) for net in grid["networks"] for m in grid["ms"]
+        for method in sensing.METHODS}
+    assert {int(r[3]) for r in body} == {grid["instances"]} and len(body) == len(set(
+        (r[0], r[1], r[2]) for r in body))
+    for name, kind, tasks in (("mnist-relu", "relu", script.RELU_TASKS),
+                              ("mnist-leaky", "leaky_relu", script.LEAKY_TASKS)):
+        body = found[name][2:]
+        assert {(r[0], r[1], r[2], float(r[3]), r[4]) for r in body} == {
+            (kind, task, source, variance, method) for task, source, variance in tasks
+            for method in mnist.METHODS}
+        assert {int(r[5]) for r in body} == {script.MNIST_INSTANCES}
+    text = (ROOT / "docs" / "sensing.md").read_text()
+    assert "`layerinv reproduce sensing` runs the same grid" not in text
+    # The script rewrites a block in place, at the marker's indentation, and nothing else.
+    sample = "a\n  <!-- table: x (python scripts/docs_tables.py x) -->\n  | old |\n  " \
+             "<!-- /table -->\nb"
+    assert script.replace_table(sample, "x", "| new |\n|---|") == (
+        "a\n  <!-- table: x (python scripts/docs_tables.py x) -->\n  | new |\n  |---|\n  "
+        "<!-- /table -->\nb")
