@@ -414,3 +414,75 @@ def test_gradient_results_carry_no_certificate():
     x = net(np.ones(5))
     result = layerinv.invert(net, x, "gd", steps=5, restarts=1, progress=False)
     assert result.certified is False and np.isnan(result.error_bound)
+
+
+def test_success_is_the_documented_fit_criterion_on_either_side_of_the_tolerance():
+    """success = ||G(z) - x||_inf <= 1e-4 ||x||_inf (the default success_tol), judged at both
+    sides: a fit 2x inside the tolerance succeeds, one 2x outside fails (a tolerance loosened
+    or tightened 100x gets one of them wrong)."""
+    net = layerinv.random_network([5, 30, 90], seed=3)
+    z_true = np.random.default_rng([3, 1]).standard_normal(5)
+    clean = net(z_true)
+    signs = np.random.default_rng([3, 2]).choice([-1.0, 1.0], size=clean.shape)
+    for relative, expected in ((0.5e-4, True), (2e-4, False), (1e-3, False)):
+        x = clean + signs * relative * np.max(np.abs(clean))
+        # Start at z*: a step of lr 1e-15 leaves the fit where it is, so the returned z fits
+        # to the planted residual.
+        result = gradient_descent(net, x, z0=z_true, restarts=1, steps=1, lr=1e-15,
+                                  progress=False)
+        fit = np.max(np.abs(net(result.z) - x)) / np.max(np.abs(x))
+        assert abs(fit / relative - 1.0) < 0.02, fit  # the residual is the planted one
+        assert np.isclose(result.residual, np.max(np.abs(net(result.z) - x)), rtol=1e-9)
+        assert result.success is expected, (relative, fit)
+
+
+@pytest.mark.parametrize("method", ["gd", "lp+gd"])
+def test_an_unknown_gradient_option_is_one_input_error_naming_it(method):
+    net = layerinv.random_network([5, 30, 90], seed=1)
+    x = net(np.ones(5))
+    with pytest.raises(InputError, match=r"unknown gradient-descent option 'stepz'; valid "
+                                         r"options: .*steps.*restarts"):
+        layerinv.invert(net, x, method, stepz=3)
+    with pytest.raises(InputError, match="unknown gradient-descent option 'stepz'"):
+        gradient_descent(net, x, stepz=3)
+
+
+def test_gradient_summary_shares_out_the_time_and_states_stop_reason_and_fit():
+    from layerinv.gradient import sample_seconds, summary, summary_line
+
+    net = layerinv.random_network([5, 30, 90], seed=1)
+    z = np.random.default_rng([1, 5]).standard_normal((3, 5))
+    x = net(z)
+    x[2] += 0.05  # a sample gradient descent cannot fit
+    for method in ("gd", "lp+gd"):
+        result = layerinv.invert(net, x, method, steps=30, restarts=2, progress=False)
+        shares = sample_seconds(result)
+        assert shares.shape == (3,) and np.all(shares > 0)
+        assert np.isclose(shares.sum(), result.seconds, rtol=1e-9)
+        table = summary(result, x)
+        for share in shares:
+            assert f"{share:.4f}" in table
+        line = summary_line(result, x)
+        fits = int(np.sum(result.success))
+        assert line.startswith(f"{fits} of 3 samples fit") and "stop reasons:" in line
+        assert "optimal" not in line and fits < 3
+
+
+def test_invert_command_prints_gradient_times_and_fit(tmp_path):
+    import subprocess
+    import sys
+
+    net = layerinv.random_network([5, 30, 90], seed=2)
+    net.save(tmp_path / "net.npz")
+    np.save(tmp_path / "x.npy", net(np.random.default_rng([2, 3]).standard_normal((2, 5))))
+    done = subprocess.run(
+        [sys.executable, "-m", "layerinv", "invert", "--network", str(tmp_path / "net.npz"),
+         "--observation", str(tmp_path / "x.npy"), "--method", "gd", "--steps", "20",
+         "--out", str(tmp_path / "z.npy")], capture_output=True, text=True, timeout=120,
+        check=False)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()
+            if len(line.split()) == 6 and line.split()[1] in GD_STATUSES]
+    assert len(rows) == 2 and all(float(row[-1]) > 0 for row in rows), done.stdout
+    assert "samples optimal" not in done.stdout
+    assert "of 2 samples fit" in done.stdout and "stop reasons: max_steps 2" in done.stdout

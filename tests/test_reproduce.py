@@ -30,7 +30,14 @@ from layerinv.reproduce import (
     run_experiments,
     timing_fields,
 )
-from layerinv.results import ResultsFileError, ResultsStore, comparable, json_equal, trial_key
+from layerinv.results import (
+    ResultsFileError,
+    ResultsStore,
+    comparable,
+    json_equal,
+    to_jsonable,
+    trial_key,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE_TRIALS = 2
@@ -309,6 +316,7 @@ def test_success_vs_k_figure_and_verdict_from_rows(tmp_path):
     worse = [dict(r, success=False) if r["method"] == "linf" and r["activation"] == "relu"
              else r for r in rows]
     assert success_vs_k.verdict(worse).startswith("We fall short of Figure 2")
+    assert "less often than the limit allows at k = 10, 90" in success_vs_k.verdict(worse)
 
 
 def test_timing_summary_and_verdict_from_rows(tmp_path):
@@ -345,3 +353,262 @@ def test_cli_parsers_register_reproduce_and_report():
     assert args.command == "report" and callable(args.run)
     with pytest.raises(SystemExit):
         parser.parse_args(["reproduce", "not-an-experiment"])
+
+
+# ------------------------------------------------------------------------------ verdicts
+def mnist_rows(variance: float, lp_psnr: float, gd_psnr: float, statuses: list[str]) -> list:
+    rows = []
+    for i, status in enumerate(statuses):
+        for method, value, state in (("linf", lp_psnr, status), ("gd", gd_psnr, "max_steps")):
+            rows.append({"generator": "relu", "task": "denoise", "source": "gaussian",
+                         "noise_variance": variance, "method": method, "instance": i,
+                         "latent_error": 1.0, "psnr": value + 0.01 * i, "psnr_digit": None,
+                         "seconds": 0.01, "status": state})
+    return rows
+
+
+def test_mnist_verdict_explains_from_the_rows_not_from_a_fixed_setting():
+    rows = mnist_rows(0.05, 12.0, 25.0, ["not_unique"] * 3 + ["optimal"] * 2)
+    sentence = MNIST.verdict(rows)
+    assert "behind on denoise" in sentence
+    assert "noise variance 0.05 per pixel" in sentence and "0.3" not in sentence
+    assert "not 'optimal' on 3 of 5 instances" in sentence
+    assert "least squares" not in sentence and "small-noise regime" not in sentence
+    ahead = MNIST.verdict(mnist_rows(0.0, 250.0, 50.0, ["optimal"] * 4))
+    assert "ahead on denoise (an exact fit of G(z*)" in ahead and "local minimum" not in ahead
+
+
+def test_sensing_and_timing_verdicts_carry_no_fixed_explanations():
+    rows = [{"network": "random", "m": m, "method": method, "instance": i, "seconds": 0.1,
+             "rel_error": error * (1 + 0.1 * i)}
+            for m in (50, 100) for i in range(3)
+            for method, error in (("pgd", 1e-15), ("gd", 3e-3 if m == 50 else 2e-4))]
+    sentence = SENSING.verdict(rows)
+    assert "at 2 (network, m) points LP-PGD's median error is below 1e-10 where gradient " \
+           "descent's is 2.2e-04 to 3.3e-03" in sentence
+    assert "optimisation error" not in sentence
+    timed = [{"net": net, "method": method, "instance": 0, "seconds": seconds,
+              "success": True, "_workers": 1}
+             for net in timing.NETS for method, seconds in (("linf", 0.05), ("gd", 1.9))]
+    assert "interior point" not in timing.verdict(timed)
+
+
+# ------------------------------------------------------------------------------ batches
+def without_timing(metrics: dict, fields=("seconds",)) -> dict:
+    return {k: v for k, v in to_jsonable(metrics).items() if k not in fields}
+
+
+def test_a_batch_gives_each_trial_the_metrics_it_gets_alone():
+    """Bitwise, timing aside: a trial's row must not depend on the trials batched with it."""
+    cell = [{"activation": act, "k": 6, "hidden": 30, "output": 80, "noise": 1e-9,
+             "method": "gd", "instance": i, "seed": 0}
+            for act in ("relu", "leaky_relu") for i in range(3)]
+    for act in ("relu", "leaky_relu"):
+        mine = [p for p in cell if p["activation"] == act]
+        batch = success_vs_k.run_batch(mine)
+        part = success_vs_k.run_batch([mine[2], mine[0]])
+        for b, params in enumerate(mine):
+            alone = without_timing(success_vs_k.run_trial(params))
+            assert without_timing(batch[b]) == alone, (act, b)
+        assert without_timing(part[0]) == without_timing(batch[2])
+        assert without_timing(part[1]) == without_timing(batch[0])
+    # MNIST: one shared generator, a mask per instance (inpainting), and lp+gd's one restart.
+    grid = MNIST.grid(True, 3)
+    for task, method in (("inpaint-random", "gd"), ("denoise", "lp+gd")):
+        mine = [p for p in grid if p["task"] == task and p["method"] == method]
+        assert len(mine) == 3
+        batch = MNIST.run_batch(mine)
+        for b in (0, 2):
+            assert without_timing(batch[b]) == without_timing(MNIST.run_trial(mine[b]))
+        assert without_timing(MNIST.run_batch([mine[2], mine[1]])[0]) == \
+            without_timing(batch[2])
+
+
+def test_a_partly_stored_cell_runs_only_its_missing_trials_in_one_batch(tmp_path):
+    def cell(name, params):
+        return params["method"] == "gd" and params["k"] == 10 and \
+            params["activation"] == "relu"
+
+    def first(name, params):
+        return cell(name, params) and params["instance"] == 0
+
+    db = tmp_path / "part.sqlite"
+    once = run_experiments(["success-vs-k"], trials=3, workers=1, db=db, out=None,
+                           select=first, stream=io.StringIO())
+    assert once.computed == 1
+    text = io.StringIO()
+    rest = run_experiments(["success-vs-k"], trials=3, workers=1, db=db, out=tmp_path / "r",
+                           select=cell, stream=text)
+    assert rest.computed == 2 and "3 trials, 1 already" in text.getvalue()
+    whole = run_experiments(["success-vs-k"], trials=3, workers=1, db=tmp_path / "all.sqlite",
+                            out=None, select=cell, stream=io.StringIO())
+    assert whole.computed == 3
+    with ResultsStore(db, create=False) as store:
+        rows = {row.params["instance"]: row for row in store.rows()}
+    with ResultsStore(tmp_path / "all.sqlite", create=False) as store:
+        reference = {row.params["instance"]: row for row in store.rows()}
+    assert sorted(rows) == sorted(reference) == [0, 1, 2]  # one row per trial
+    assert [rows[i].versions["batch"] for i in range(3)] == [1, 2, 2]
+    assert {reference[i].versions["batch"] for i in range(3)} == {3}
+    assert rows[1].seconds == rows[2].seconds > 0  # the batch's wall time shared out
+    assert "batch of 2 trials / 2" in rows[1].versions["seconds"]
+    for i in range(3):
+        assert without_timing(rows[i].metrics) == without_timing(reference[i].metrics), i
+    report = (tmp_path / "r" / "REPORT.md").read_text()
+    assert "2 of these trials ran in batches of up to 2" in report
+    assert "batch's wall time / its size" in report
+
+
+def test_timing_trials_run_last_and_alone(tmp_path):
+    def few(name, params):
+        if name == "timing":
+            return params["method"] == "linf" and params["net"] in ("k=10", "mnist")
+        return params["network"] == "random" and params["level"] == 1e-3
+
+    text = io.StringIO()
+    result = run_experiments(["timing", "noise"], trials=2, workers=2, db=tmp_path / "t.sqlite",
+                             out=None, select=few, stream=text)
+    assert result.computed == 4 + 8 and not result.failed
+    assert "timing: its 4 trials run last, one at a time in this process" in text.getvalue()
+    with ResultsStore(tmp_path / "t.sqlite", create=False) as store:
+        order = [row.experiment for row in store.rows()]
+        timed = store.rows("timing")
+    assert order == ["noise"] * 8 + ["timing"] * 4
+    assert {row.versions["workers"] for row in timed} == {1}
+
+
+# ------------------------------------------------------------------------------ no PyTorch
+NO_TORCH = '''
+import importlib.abc
+import sys
+
+
+class _NoTorch(importlib.abc.MetaPathFinder):
+    """As on a machine without PyTorch: `import torch` raises ModuleNotFoundError."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NoTorch())
+'''
+
+
+def test_without_pytorch_the_run_says_so_skips_gradient_trials_and_exits_0(tmp_path):
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(NO_TORCH)
+    environment = env()
+    environment["PYTHONPATH"] = str(shim) + os.pathsep + environment["PYTHONPATH"]
+    probe = subprocess.run([sys.executable, "-c", "import torch"], env=environment,
+                           capture_output=True, text=True, timeout=60)
+    assert "No module named 'torch'" in probe.stderr  # the shim works
+    db, out = tmp_path / "nt.sqlite", tmp_path / "report"
+    done = subprocess.run(cli("reproduce", "success-vs-k", "--quick", "--trials", "1",
+                              "--workers", "1", "--db", str(db), "--out", str(out),
+                              "--no-progress"),
+                          env=environment, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    note = [i for i, line in enumerate(lines) if line.startswith("PyTorch cannot be imported")]
+    assert len(note) == 1 and note[0] < min(i for i, line in enumerate(lines)
+                                            if line.startswith("total:"))
+    assert "14 of the 42 trials (methods gd) are skipped" in lines[note[0]]
+    assert "trial failed" not in done.stdout + done.stderr
+    assert "raised an error" not in done.stdout
+    with ResultsStore(db, create=False) as store:
+        rows = store.rows()
+    assert len(rows) == 28 and {row.method for row in rows} == {"linf", "l1"}
+    report = (out / "REPORT.md").read_text()
+    assert "success gd" in report and report.count("not run: PyTorch is not installed") >= 14
+    assert "gradient descent: not run: PyTorch is not installed" in report
+
+
+def test_reports_mark_gradient_cells_not_run_when_pytorch_is_missing(monkeypatch):
+    from layerinv import report
+
+    monkeypatch.setattr(report, "torch_missing", lambda: "No module named 'torch'")
+    lp = [{"net": net, "method": method, "instance": 0, "seconds": 0.05, "success": True}
+          for net in timing.NETS for method in ("linf", "l1")]
+    table = timing.summary(lp)
+    assert table.count("not run: PyTorch is not installed") == len(timing.NETS)
+    assert "gradient descent: not run" in timing.verdict(lp)
+    rows = [r for r in mnist_rows(0.3, 12.0, 25.0, ["not_unique"] * 2) if r["method"] == "linf"]
+    table = MNIST.summary(rows)
+    assert "| relu | denoise | gaussian | 0.3 | gd | 0 | not run: PyTorch is not installed" in \
+        table and "| lp+gd | 0 | not run: PyTorch" in table
+    assert "Gradient descent: not run: PyTorch is not installed" in MNIST.verdict(rows)
+    sensing = [{"network": "mnist", "m": 50, "method": "pgd", "instance": i, "seconds": 0.1,
+                "rel_error": 1e-15} for i in range(2)]
+    assert "| mnist | 50 | gd | 0 | not run: PyTorch is not installed" in SENSING.summary(sensing)
+    assert "gradient descent: not run: PyTorch is not installed" in SENSING.verdict(sensing)
+
+
+# ------------------------------------------------------------------------------ docs tables
+def docs_tables_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_tables", ROOT / "scripts" /
+                                                  "docs_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def table_blocks(text: str) -> dict[str, list[list[str]]]:
+    """name -> rows (cells) of each marked table; asserts every table is marked."""
+    import re
+
+    blocks: dict[str, list[list[str]]] = {}
+    name = None
+    for number, line in enumerate(text.splitlines()):
+        stripped = line.strip()
+        opened = re.match(r"<!-- table: (\S+) \(python scripts/docs_tables.py \1\) -->$",
+                          stripped)
+        if opened:
+            name = opened[1]
+            blocks[name] = []
+        elif stripped == "<!-- /table -->":
+            name = None
+        elif stripped.startswith("|"):
+            assert name is not None, f"line {number + 1}: a table no command regenerates"
+            blocks[name].append([c.strip() for c in stripped.strip("|").split("|")])
+    return blocks
+
+
+def test_every_docs_table_is_regenerated_by_a_named_command_and_matches_its_grid():
+    script = docs_tables_script()
+    found = {}
+    for path in sorted((ROOT / "docs").glob("*.md")):
+        text = path.read_text()
+        for name, rows in table_blocks(text).items():
+            assert name in script.TABLES and script.TABLES[name][0] == path, name
+            assert f"`python scripts/docs_tables.py {name}`" in text, name  # visible, beside
+            found[name] = rows
+    assert set(found) == set(script.TABLES)
+    from layerinv.experiments import mnist, sensing
+
+    grid = script.SENSING
+    body = found["sensing"][2:]
+    assert {(r[0], int(r[1]), r[2]) for r in body} == {
+        (net, m, method) for net in grid["networks"] for m in grid["ms"]
+        for method in sensing.METHODS}
+    assert {int(r[3]) for r in body} == {grid["instances"]} and len(body) == len(set(
+        (r[0], r[1], r[2]) for r in body))
+    for name, kind, tasks in (("mnist-relu", "relu", script.RELU_TASKS),
+                              ("mnist-leaky", "leaky_relu", script.LEAKY_TASKS)):
+        body = found[name][2:]
+        assert {(r[0], r[1], r[2], float(r[3]), r[4]) for r in body} == {
+            (kind, task, source, variance, method) for task, source, variance in tasks
+            for method in mnist.METHODS}
+        assert {int(r[5]) for r in body} == {script.MNIST_INSTANCES}
+    text = (ROOT / "docs" / "sensing.md").read_text()
+    assert "`layerinv reproduce sensing` runs the same grid" not in text
+    # The script rewrites a block in place, at the marker's indentation, and nothing else.
+    sample = "a\n  <!-- table: x (python scripts/docs_tables.py x) -->\n  | old |\n  " \
+             "<!-- /table -->\nb"
+    assert script.replace_table(sample, "x", "| new |\n|---|") == (
+        "a\n  <!-- table: x (python scripts/docs_tables.py x) -->\n  | new |\n  |---|\n  "
+        "<!-- /table -->\nb")

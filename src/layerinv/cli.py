@@ -153,6 +153,14 @@ def _run_invert(args: argparse.Namespace) -> int:
         gd_options["seed"] = args.seed
     result = invert(net, x, args.method, noise=args.noise, solver=args.solver, **gd_options)
     save_npy(out, result.z, "--out")
+    if args.method in ("gd", "lp+gd"):
+        # Gradient results: stop reasons, fit and a shared-out time (see gradient.summary).
+        from .gradient import summary, summary_line
+
+        if not args.quiet:
+            print(summary(result, x))
+        print(f"{summary_line(result, x)}; z written to {args.out}")
+        return 0
     if not args.quiet:
         print(result.summary())
     ok = int(np.sum(result.success))

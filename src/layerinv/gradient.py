@@ -15,15 +15,20 @@ step independent of the output size. The prior term is the CSGM `zp_loss`, a sum
 Everything runs in PyTorch on one tensor of shape (B * R, k): B observations times R random
 restarts. Each row is optimised independently (the gradient of the sum of the per-row losses
 is the per-row gradient), so a batch gives the same answers as separate calls (up to the
-rounding of batched matrix products: the tests find agreement to 1e-9 relative).
+rounding of batched matrix products: the tests find agreement to 1e-9 relative). Given a list
+of B networks (one per observation, one architecture; the same object repeated for one
+shared generator), the forward is a torch.bmm over their stacked weights, every sample's rows
+in a matrix product of its own, and each sample's answer is bitwise the one it gets alone:
+that is how `layerinv reproduce` runs the trials of a grid cell as one batch.
 
 Design
 ------
 - Optimisers are written out row-wise rather than taken from torch.optim, so that each row can
   stop (and be frozen: no further update, no moment update) on its own and the sign flip can
   reset one row's state. The formulas are those of torch.optim.Adam (betas 0.9, 0.999, eps
-  1e-8, no weight decay) and torch.optim.SGD (momentum, no dampening, no Nesterov); the tests
-  check both trajectories against torch.optim.
+  1e-8, no weight decay; beta^t is kept as a running product per row, not a power) and
+  torch.optim.SGD (momentum, no dampening, no Nesterov); the tests check both trajectories
+  against torch.optim.
 - Precision: a `layerinv.Network` runs in float64 (its weights are float64; residuals of 1e-9
   and latent errors of 1e-9 are reachable). A user's torch module runs in the dtype of its own
   parameters (float32 for most trained models), on the device of its parameters. `dtype` or
@@ -61,6 +66,7 @@ relative latent error of about 1e-3, the paper's success threshold).
 from __future__ import annotations
 
 import copy
+import inspect
 import numbers
 import time
 from collections.abc import Callable, Sequence
@@ -86,6 +92,8 @@ ADAM_EPS = 1e-8
 DEFAULT_PRESET = "bora2017"
 REFINE_TARGET = 1e-7
 """`refine` stops a sample once its root-mean-square residual is below this times max|x|."""
+SUCCESS_TOL = 1e-4
+"""Default fit criterion: success = ||A(G(z)) - x||_inf <= SUCCESS_TOL * ||x||_inf."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "bora2017": {
@@ -137,7 +145,8 @@ _OPTION_NAMES = ("optimizer", "lr", "momentum", "steps", "restarts", "prior_weig
                  "sign_flip", "reduction", "target_loss", "rel_tol")
 
 
-def _gradient_descent(generator: Network | nn.Module, x: object, *, preset: str = DEFAULT_PRESET,
+def _gradient_descent(generator: Network | nn.Module | Sequence[Network], x: object, *,
+                      preset: str = DEFAULT_PRESET,
                      optimizer: str | None = None, lr: float | None = None,
                      momentum: float | None = None, steps: int | None = None,
                      restarts: int | None = None, prior_weight: float | None = None,
@@ -145,8 +154,8 @@ def _gradient_descent(generator: Network | nn.Module, x: object, *, preset: str 
                      target_loss: float | Sequence[float] | np.ndarray | None = None,
                      rel_tol: float | None = None, target_fit: float | None = None,
                      measurement: Callable[[torch.Tensor], torch.Tensor] | object | None = None,
-                     z0: object = None, latent_dim: int | None = None,
-                     success_tol: float = 1e-4, device: str | torch.device | None = None,
+                     observed: object = None, z0: object = None, latent_dim: int | None = None,
+                     success_tol: float = SUCCESS_TOL, device: str | torch.device | None = None,
                      dtype: torch.dtype | None = None,
                      seed: int | Sequence[int] | np.random.Generator | None = 0,
                      progress: bool | None = None) -> Inversion:
@@ -154,9 +163,14 @@ def _gradient_descent(generator: Network | nn.Module, x: object, *, preset: str 
 
     Parameters
     ----------
-    generator : layerinv.Network or torch.nn.Module
+    generator : layerinv.Network, torch.nn.Module or a sequence of B layerinv.Networks
         A module must map a latent batch (B, k) to (B, ...) and treat rows independently (it
         is called in eval mode, restored afterwards; no gradient reaches its parameters).
+        A sequence holds one network per observation, all of one architecture (widths,
+        activations, biases present or not): observation b is inverted through networks[b],
+        every restart of every sample in one batched forward (torch.bmm over the stacked
+        weights), so sample b's answer is that of a call with networks[b] and x[b] alone.
+        Only without a measurement.
     x : array or tensor, shape out or (B, *out)
         Observations; `out` is the shape of G's output for one latent (of A(G(z)) when a
         measurement is given). A single observation gives unbatched fields in the result.
@@ -189,6 +203,11 @@ def _gradient_descent(generator: Network | nn.Module, x: object, *, preset: str 
     measurement : callable or 2-D array, optional
         A, differentiable on torch tensors (N, *G_out) -> (N, *out); a matrix (m, n) is applied
         to the flattened output. x is then in the measurement space, and so is the residual.
+    observed : boolean array, shape of x, optional
+        The entries of x that are observed (inpainting); the others are left out of the loss
+        (the mean is over observed entries), of the residual, of max|x| and of target_fit.
+        Equivalent to inverting G with the unobserved output rows dropped, without building
+        one such network per sample.
     z0 : array, optional
         Starting points: (k,) or (B, k) for the first restart of each sample, or (R0, k) /
         (B, R0, k) for the first R0 <= restarts. The other restarts are drawn N(0, I).
@@ -221,24 +240,38 @@ def _gradient_descent(generator: Network | nn.Module, x: object, *, preset: str 
     if progress is not None and not isinstance(progress, bool):
         raise InputError(f"progress must be True, False or None; got {progress!r}")
     dev = _check_device(device)
-    model, k, dev, dtype = _prepare_generator(generator, z0, latent_dim, dev, dtype)
+    stacked = _is_network_sequence(generator)
+    if stacked:
+        if measurement is not None:
+            raise InputError("a sequence of networks takes no measurement: give one network "
+                             "with a measurement, or networks without one")
+        model, k, dev, dtype = _stacked_generator(generator, dev, dtype)
+    else:
+        model, k, dev, dtype = _prepare_generator(generator, z0, latent_dim, dev, dtype)
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         forward = _make_forward(model, measurement, dev, dtype)
-        obs_shape = _probe(forward, k, dev, dtype, measurement is not None)
+        obs_shape = ((model.output_dim,) if stacked else
+                     _probe(forward, k, dev, dtype, measurement is not None))
         batch, single = _check_observations(x, obs_shape, measurement is not None)
         n_samples = batch.shape[0]
+        if stacked and (single or n_samples != model.count):
+            raise InputError(f"x must hold one observation per network, shape "
+                             f"({model.count}, {obs_shape[0]}); got shape {np.shape(x)}")
+        weights = _check_observed(observed, batch)
         starts = _initial_points(z0, k, n_samples, single, opts["restarts"], seed)
         target = _check_target(opts["target_loss"], n_samples)
         if target_fit is not None:
-            target = _fit_target(target_fit, target, batch, opts["reduction"])
-        result = _run(forward, batch, starts, target, opts, dev, dtype, progress)
+            target = _fit_target(target_fit, target, batch, opts["reduction"], weights)
+        result = _run(forward, batch, starts, target, opts, dev, dtype, progress, weights,
+                      full_rows=stacked)
     finally:
         for module, training in modes:
             module.training = training
     z, _final_loss, status, residual, history = result
-    scale = np.max(np.abs(batch.reshape(n_samples, -1)), axis=1)
+    flat = np.abs(batch.reshape(n_samples, -1))
+    scale = np.max(flat if weights is None else flat * weights, axis=1)
     success = residual <= success_tol * scale
     seconds = time.perf_counter() - started
     if single:
@@ -250,9 +283,25 @@ def _gradient_descent(generator: Network | nn.Module, x: object, *, preset: str 
 
 @wraps(_gradient_descent)
 def gradient_descent(*args: Any, **kwargs: Any) -> Inversion:
+    check_options(kwargs)
     # One PyTorch thread: see _blas.one_torch_thread for the measurement behind it.
     with one_torch_thread():
         return _gradient_descent(*args, **kwargs)
+
+
+def option_names() -> tuple[str, ...]:
+    """The keyword options of `gradient_descent` (what `invert(..., 'gd', **options)` takes)."""
+    names = inspect.signature(_gradient_descent).parameters
+    return tuple(name for name in names if name not in ("generator", "x"))
+
+
+def check_options(options: dict[str, Any], *, refusing: tuple[str, ...] = ()) -> None:
+    """An InputError naming the first unknown option and the valid ones (not a TypeError)."""
+    valid = [name for name in option_names() if name not in refusing]
+    for name in options:
+        if name not in valid and name not in refusing:
+            raise InputError(f"unknown gradient-descent option {name!r}; valid options: "
+                             f"{', '.join(valid)}")
 
 
 def invert_gd(net: Network, x: object, **options: Any) -> Inversion:
@@ -277,6 +326,7 @@ def refine(generator: Network | nn.Module, x: object, start: Inversion | object,
     """
     if "z0" in options:
         raise InputError("refine takes its starting point from `start`, not from z0")
+    check_options(options, refusing=("z0",))
     if isinstance(start, Inversion):
         z_start, lp_seconds, layers = start.z, start.seconds, start.layers
     else:
@@ -290,6 +340,63 @@ def refine(generator: Network | nn.Module, x: object, start: Inversion | object,
     if layers is not None:
         result.layers = layers
     return result
+
+
+# ----------------------------------------------------------------------------- reporting
+def sample_seconds(result: Inversion) -> np.ndarray:
+    """Seconds per sample of a gradient result, shape (B,) (or (1,) for one observation).
+
+    Every sample runs in one tensor, so no sample has a time of its own: each gets an equal
+    share of the call's wall time, plus, for 'lp+gd', its own LP layer times (what the rest
+    of the call's time is shared out from). The shares add up to `result.seconds`.
+    """
+    single = isinstance(result.status, str)
+    reports = [result.layers] if single else list(result.layers)
+    own = np.array([sum(r.seconds for r in layer_reports) for layer_reports in reports])
+    rest = max(0.0, float(result.seconds) - float(own.sum()))
+    return own + rest / len(reports)
+
+
+def summary(result: Inversion, x: object, success_tol: float = SUCCESS_TOL) -> str:
+    """A text table of a gradient result: per sample, stop reason, fit, seconds (shared out)."""
+    single = isinstance(result.status, str)
+    statuses = [result.status] if single else list(result.status)
+    successes = np.atleast_1d(result.success)
+    residuals = np.atleast_1d(result.residual)
+    scale = _scale(x, len(statuses))
+    seconds = sample_seconds(result)
+    share = ("its LP layer time + an equal share of the rest" if result.method == "lp+gd"
+             else f"the call's wall time / {len(statuses)}")
+    how = ("the LP per sample, then the gradient steps of every sample in one tensor"
+           if result.method == "lp+gd" else "every sample and restart in one tensor")
+    lines = [f"method={result.method}  samples={len(statuses)}  seconds={result.seconds:.3f} "
+             f"({how})",
+             f"{'sample':>6}  {'stop reason':<11} {'residual':>10} {'rel. resid.':>11}  "
+             f"{'fit':<3}  seconds ({share})"]
+    for i, status in enumerate(statuses):
+        fit = "yes" if successes[i] else "no"
+        lines.append(f"{i:>6}  {status:<11} {residuals[i]:>10.2e} "
+                     f"{residuals[i] / scale[i]:>11.2e}  {fit:<3}  {seconds[i]:.4f}")
+    return "\n".join([*lines, f"fit: ||G(z) - x||_inf <= {success_tol:g} max|x|"])
+
+
+def summary_line(result: Inversion, x: object, success_tol: float = SUCCESS_TOL) -> str:
+    """One line: how many samples fit, why they stopped and the median relative residual."""
+    statuses = np.atleast_1d(np.asarray(result.status, dtype=object))
+    fits = int(np.sum(result.success))
+    reasons = ", ".join(f"{name} {int(np.sum(statuses == name))}" for name in GD_STATUSES
+                        if np.any(statuses == name))
+    relative = np.atleast_1d(result.residual) / _scale(x, len(statuses))
+    return (f"{fits} of {len(statuses)} samples fit (||G(z) - x||_inf <= {success_tol:g} "
+            f"max|x|; median relative residual {np.median(relative):.1e}); stop reasons: "
+            f"{reasons}")
+
+
+def _scale(x: object, n_samples: int) -> np.ndarray:
+    """max|x| per sample (1 where x is all zeros, so a relative residual stays finite)."""
+    flat = _as_numpy(x, "x").reshape(n_samples, -1)
+    scale = np.max(np.abs(flat), axis=1)
+    return np.where(scale > 0, scale, 1.0)
 
 
 # ----------------------------------------------------------------------------- options
@@ -331,13 +438,34 @@ def _check_target(target: object, n_samples: int) -> np.ndarray | None:
 
 
 def _fit_target(target_fit: object, target: np.ndarray | None, batch: np.ndarray,
-                reduction: str) -> np.ndarray:
+                reduction: str, weights: np.ndarray | None = None) -> np.ndarray:
     if target is not None:
         raise InputError("give target_loss or target_fit, not both")
     fit = check_positive(target_fit, "target_fit", allow_zero=True)
-    flat = batch.reshape(batch.shape[0], -1)
-    per_entry = (fit * np.max(np.abs(flat), axis=1)) ** 2
-    return per_entry * (flat.shape[1] if reduction == "sum" else 1.0)
+    flat = np.abs(batch.reshape(batch.shape[0], -1))
+    if weights is not None:
+        flat = flat * weights
+    per_entry = (fit * np.max(flat, axis=1)) ** 2
+    entries = flat.shape[1] if weights is None else weights.sum(axis=1)
+    return per_entry * (entries if reduction == "sum" else 1.0)
+
+
+def _check_observed(observed: object, batch: np.ndarray) -> np.ndarray | None:
+    """The observed entries as a float 0/1 array (B, n) flattened per sample, or None."""
+    if observed is None:
+        return None
+    mask = np.asarray(observed)
+    if mask.dtype != np.bool_:
+        raise InputError(f"observed must be a boolean array; got dtype {mask.dtype}")
+    if mask.shape == batch.shape[1:]:
+        mask = np.broadcast_to(mask, batch.shape)
+    if mask.shape != batch.shape:
+        raise InputError(f"observed must have the shape of x, {batch.shape} (or of one "
+                         f"observation); got shape {mask.shape}")
+    flat = mask.reshape(batch.shape[0], -1)
+    if not flat.any(axis=1).all():
+        raise InputError("observed must mark at least one entry of every sample as observed")
+    return flat.astype(np.float64)
 
 
 def _check_device(device: str | torch.device | None) -> torch.device | None:
@@ -403,6 +531,75 @@ def _network_module(net: Network, dev: torch.device, dtype: torch.dtype) -> nn.M
             if layer.bias is not None:
                 linear.bias.copy_(torch.from_numpy(layer.bias))
     return module.to(device=dev)
+
+
+def _is_network_sequence(generator: object) -> bool:
+    return (isinstance(generator, Sequence) and not isinstance(generator, str)
+            and len(generator) > 0 and all(isinstance(g, Network) for g in generator))
+
+
+class _StackedNetworks(nn.Module):
+    """N layerinv Networks of one architecture as one module, for batched gradient descent.
+
+    Rows come sample-major: the first r rows belong to network 0, the next r to network 1
+    (any r, the same for every network). Each layer is one torch.bmm over weights stacked to
+    (N, n_in, n_out), so row results of network b are computed from network b's slice alone,
+    a matrix product of a shape that depends on r only: they do not depend on the other
+    networks (checked bitwise by the tests). One matrix product over all rows would be faster
+    for one shared network, but MKL picks its kernel by the row count (one row, a few rows
+    and a few hundred rows each round differently), so a row's numbers would depend on how
+    many rows ran with it. Where every network is the same object, its weights are stored
+    once and expanded (no copy).
+    """
+
+    def __init__(self, networks: Sequence[Network], dev: torch.device, dtype: torch.dtype):
+        super().__init__()
+        first = networks[0]
+        for b, net in enumerate(networks):
+            same = (net.widths == first.widths and all(
+                a.activation == f.activation and (a.bias is None) == (f.bias is None)
+                for a, f in zip(net.layers, first.layers, strict=True)))
+            if not same:
+                raise InputError(f"networks must share one architecture (widths, activations, "
+                                 f"biases); network {b} is {net!r}, network 0 is {first!r}")
+        from .torch_io import _activation_module
+
+        self.count = len(networks)
+        self.output_dim = first.output_dim
+        distinct = list(networks) if any(net is not first for net in networks) else [first]
+        self.weights = []
+        self.biases = []
+        self.activations = nn.ModuleList()
+        for index, layer in enumerate(first.layers):
+            # (N, n_in, n_out) contiguous: h (N, r, n_in) @ W^T without a transposed view.
+            stacked = np.stack([net.layers[index].weight.T for net in distinct])
+            self.weights.append(torch.as_tensor(stacked, device=dev, dtype=dtype).expand(
+                self.count, -1, -1))
+            self.biases.append(None if layer.bias is None else torch.as_tensor(
+                np.stack([net.layers[index].bias for net in distinct])[:, None, :],
+                device=dev, dtype=dtype))
+            act = _activation_module(layer.activation, index)
+            self.activations.append(nn.Identity() if act is None else act)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = z.reshape(self.count, -1, z.shape[-1])
+        for weight, bias, act in zip(self.weights, self.biases, self.activations, strict=True):
+            h = torch.bmm(h, weight)
+            if bias is not None:
+                h = h + bias
+            h = act(h)
+        return h.reshape(z.shape[0], -1)
+
+
+def _stacked_generator(networks: Sequence[Network], dev: torch.device | None,
+                       dtype: torch.dtype | None
+                       ) -> tuple[_StackedNetworks, int, torch.device, torch.dtype]:
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise InputError(f"dtype must be a floating torch.dtype such as torch.float64; "
+                         f"got {dtype!r}")
+    dev = dev or torch.device("cpu")
+    dtype = dtype or torch.float64
+    return _StackedNetworks(networks, dev, dtype), networks[0].input_dim, dev, dtype
 
 
 def _latent_dim(module: nn.Module, z0: object, latent_dim: int | None) -> int:
@@ -534,22 +731,36 @@ def _initial_points(z0: object, k: int, n_samples: int, single: bool, restarts: 
 # ----------------------------------------------------------------------------- the loop
 def _run(forward: Callable[[torch.Tensor], torch.Tensor], batch: np.ndarray,
          starts: np.ndarray, target: np.ndarray | None, opts: dict[str, Any],
-         dev: torch.device, dtype: torch.dtype, progress: bool | None
+         dev: torch.device, dtype: torch.dtype, progress: bool | None,
+         weights: np.ndarray | None = None, full_rows: bool = False
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The loop. `weights` (B, n): 1 for observed entries, 0 for the others. `full_rows`:
+    the forward takes every row at once (stacked networks), so stopped rows are evaluated
+    too and left unchanged, instead of being left out of the forward pass."""
     n_samples, n_restarts, k = starts.shape
     rows = n_samples * n_restarts
     steps = opts["steps"]
     z = torch.as_tensor(starts.reshape(rows, k), device=dev, dtype=dtype).clone()
     x_rows = torch.as_tensor(batch, device=dev, dtype=dtype).repeat_interleave(n_restarts, 0)
+    w_rows = (None if weights is None else torch.as_tensor(
+        weights, device=dev, dtype=dtype).repeat_interleave(n_restarts, 0))
+    counts = None if w_rows is None else w_rows.sum(1)
     sample_of = torch.arange(rows, device=dev) // n_restarts
     target_rows = (None if target is None else
                    torch.as_tensor(target, device=dev, dtype=dtype)[sample_of])
     mean = opts["reduction"] == "mean"
     prior = opts["prior_weight"]
 
-    def loss_of(zr: torch.Tensor, xr: torch.Tensor) -> torch.Tensor:
+    def loss_of(zr: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+        """Per-row loss at zr, the rows idx (None: every row, in order; no gather)."""
+        xr = x_rows if idx is None else x_rows[idx]
         diff = (forward(zr) - xr).reshape(zr.shape[0], -1)
-        data = diff.square().mean(1) if mean else diff.square().sum(1)
+        if w_rows is not None:
+            diff = diff * (w_rows if idx is None else w_rows[idx])
+        # diff * diff: the same numbers as diff.square(), with a cheaper backward pass.
+        data = (diff * diff).mean(1) if mean and w_rows is None else (diff * diff).sum(1)
+        if mean and w_rows is not None:
+            data = data / (counts if idx is None else counts[idx])
         return data + prior * zr.square().sum(1) if prior else data
 
     state = _OptimizerState(opts, z)
@@ -571,8 +782,20 @@ def _run(forward: Callable[[torch.Tensor], torch.Tensor], batch: np.ndarray,
             if idx.numel() == 0:
                 break
             last = step == steps
-            zr, xr = z[idx], x_rows[idx]
-            loss, grad, flipped = _evaluate(loss_of, zr, xr, opts["sign_flip"], need_grad=not last)
+            zr = z[idx]
+            # Every row in order: no gather of x (z and -z in one pass would need one).
+            every = all_rows if opts["sign_flip"] and not full_rows else None
+            if full_rows and idx.numel() < rows:
+                loss, grad, flipped = _evaluate(loss_of, z, every, opts["sign_flip"],
+                                                need_grad=not last, together=False)
+                keep = active.clone()
+                loss = loss[keep]
+                grad = None if grad is None else grad[keep]
+                flipped = None if flipped is None else flipped[keep]
+            else:
+                loss, grad, flipped = _evaluate(
+                    loss_of, zr, every if idx.numel() == rows else idx, opts["sign_flip"],
+                    need_grad=not last, together=not full_rows)
             if flipped is not None and bool(flipped.any()):
                 zr = torch.where(flipped[:, None], -zr, zr)
                 z[idx] = zr
@@ -606,8 +829,11 @@ def _run(forward: Callable[[torch.Tensor], torch.Tensor], batch: np.ndarray,
     z_best = best_z[chosen]
     with torch.no_grad():
         out = forward(z_best)
-        residual = (out - torch.as_tensor(batch, device=dev, dtype=dtype)).reshape(
-            n_samples, -1).abs().amax(1)
+        misfit = (out - torch.as_tensor(batch, device=dev, dtype=dtype)).reshape(
+            n_samples, -1).abs()
+        if weights is not None:
+            misfit = misfit * torch.as_tensor(weights, device=dev, dtype=dtype)
+        residual = misfit.amax(1)
     final_loss = best_loss[chosen].cpu().to(torch.float64).numpy()
     reasons = reason[chosen].cpu().numpy()
     status = np.array([GD_STATUSES[r] for r in reasons], dtype=object)
@@ -621,17 +847,22 @@ def _run(forward: Callable[[torch.Tensor], torch.Tensor], batch: np.ndarray,
 
 
 def _evaluate(loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], zr: torch.Tensor,
-              xr: torch.Tensor, sign_flip: bool, need_grad: bool
+              idx: torch.Tensor | None, sign_flip: bool, need_grad: bool, together: bool = True
               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Loss (and gradient) per row at zr, or at -zr where that is lower (sign flip)."""
+    """Loss (and gradient) per row at zr (rows idx), or at -zr where that is lower (sign
+    flip). `together`: z and -z in one forward pass (not for stacked networks, whose forward
+    takes its rows in a fixed layout)."""
     n = zr.shape[0]
-    point = torch.cat([zr, -zr]) if sign_flip else zr
-    target = torch.cat([xr, xr]) if sign_flip else xr
-    with torch.enable_grad():
-        point = point.detach().requires_grad_(need_grad)
-        loss = loss_of(point, target)
-        grad = torch.autograd.grad(loss.sum(), point)[0] if need_grad else None
-    loss = loss.detach()
+    if sign_flip and not together:
+        plus, grad_plus = _loss_and_grad(loss_of, zr, idx, need_grad)
+        minus, grad_minus = _loss_and_grad(loss_of, -zr, idx, need_grad)
+        loss = torch.cat([plus, minus])
+        grad = None if not need_grad else torch.cat([grad_plus, grad_minus])
+    elif sign_flip:
+        loss, grad = _loss_and_grad(loss_of, torch.cat([zr, -zr]), torch.cat([idx, idx]),
+                                    need_grad)
+    else:
+        loss, grad = _loss_and_grad(loss_of, zr, idx, need_grad)
     if not sign_flip:
         return loss, grad, None
     flipped = loss[n:] < loss[:n]
@@ -639,6 +870,16 @@ def _evaluate(loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], zr:
     if grad is not None:
         grad = torch.where(flipped[:, None], grad[n:], grad[:n])
     return loss, grad, flipped
+
+
+def _loss_and_grad(loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                   point: torch.Tensor, idx: torch.Tensor | None, need_grad: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    with torch.enable_grad():
+        point = point.detach().requires_grad_(need_grad)
+        loss = loss_of(point, idx)
+        grad = torch.autograd.grad(loss.sum(), point)[0] if need_grad else None
+    return loss.detach(), grad
 
 
 def _stops(loss: torch.Tensor, prev: torch.Tensor, idx: torch.Tensor, rel_tol: float | None,
@@ -676,25 +917,31 @@ class _OptimizerState:
         self.momentum = opts["momentum"]
         self.m = torch.zeros_like(z)
         self.v = torch.zeros_like(z) if self.adam else None
-        self.t = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
+        # beta^t as running products, not `beta ** t`: a vectorised pow and the scalar one
+        # used for a tensor's last few elements differ in the last bit, so a row's answer
+        # would depend on where in the batch it sits (products round the same everywhere).
+        self.power1 = torch.ones(z.shape[0], device=z.device, dtype=z.dtype)
+        self.power2 = torch.ones(z.shape[0], device=z.device, dtype=z.dtype)
 
     def reset(self, rows: torch.Tensor) -> None:
         self.m[rows] = 0.0
         if self.v is not None:
             self.v[rows] = 0.0
-        self.t[rows] = 0.0
+        self.power1[rows] = 1.0
+        self.power2[rows] = 1.0
 
     def step(self, idx: torch.Tensor, zr: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """The next iterate of rows idx (at zr, with gradient grad); updates their state."""
-        t = self.t[idx] + 1.0
-        self.t[idx] = t
         if self.adam:
             beta1, beta2 = ADAM_BETAS
             m = beta1 * self.m[idx] + (1.0 - beta1) * grad
             v = beta2 * self.v[idx] + (1.0 - beta2) * grad.square()
             self.m[idx], self.v[idx] = m, v
-            bias1 = (1.0 - beta1 ** t)[:, None]
-            bias2 = (1.0 - beta2 ** t)[:, None]
+            power1 = self.power1[idx] * beta1
+            power2 = self.power2[idx] * beta2
+            self.power1[idx], self.power2[idx] = power1, power2
+            bias1 = (1.0 - power1)[:, None]
+            bias2 = (1.0 - power2)[:, None]
             return zr - (self.lr / bias1) * m / (v.sqrt() / bias2.sqrt() + ADAM_EPS)
         if self.momentum:
             m = self.momentum * self.m[idx] + grad

@@ -230,8 +230,9 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
 def _invert_by_gradient(net: Network, x: object, method: str, progress: bool | None,
                         gd_options: dict[str, Any], **lp_options: Any) -> Inversion:
     # Imported here: the gradient module needs PyTorch, which the LP methods do not.
-    from .gradient import invert_gd, refine
+    from .gradient import check_options, invert_gd, refine
 
+    check_options(gd_options)  # an unknown option is an InputError before any work
     if method == "gd":
         return invert_gd(net, x, progress=progress, **gd_options)
     start = invert(net, x, "linf", progress=progress, **lp_options)

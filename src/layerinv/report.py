@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import functools
 import html
 import importlib.metadata
 import os
@@ -33,7 +34,25 @@ PACKAGES = ("layerinv", "numpy", "scipy", "highspy", "torch", "matplotlib", "das
             "distributed", "threadpoolctl")
 
 
+TORCH_NOT_RUN = "not run: PyTorch is not installed"
+
+
 # ------------------------------------------------------------------------------ helpers
+@functools.cache
+def torch_missing() -> str | None:
+    """Why PyTorch cannot be imported here ('No module named ...'), or None if it can."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def not_run() -> str:
+    """The cell text for a method with no rows: why it has none, where this process knows."""
+    return TORCH_NOT_RUN if torch_missing() is not None else "not run"
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub Markdown table (cells escaped for '|')."""
     def cell(value: Any) -> str:
@@ -87,11 +106,13 @@ def machine_info() -> dict[str, str]:
 
 
 def records(rows: Sequence[TrialRow]) -> list[dict[str, Any]]:
-    """Each row as one dict: params, metrics, `trial_seconds` and `_workers` (parallelism)."""
+    """Each row as one dict: params, metrics, `trial_seconds`, `_workers` (parallelism) and
+    `_batch` (the size of the batch it ran in; None: alone)."""
     out = []
     for row in rows:
         record = row.record()
         record["_workers"] = row.versions.get("workers")
+        record["_batch"] = row.versions.get("batch")
         out.append(record)
     return out
 
@@ -111,6 +132,11 @@ def experiment_section(experiment: Any, rows: Sequence[TrialRow], out_dir: Path
         lines += [str(description), ""]
     seconds = sum(r.seconds for r in rows)
     lines += [f"`{name}`: {len(rows)} trials recorded, {seconds:.0f} s of trial time in all.", ""]
+    batched = [int(r.versions["batch"]) for r in rows if int(r.versions.get("batch", 1)) > 1]
+    if batched:
+        lines += [f"{len(batched)} of these trials ran in batches of up to {max(batched)} "
+                  f"(one tensor for all of a batch's trials): each one's seconds are the "
+                  f"batch's wall time divided by its size.", ""]
     paper = call_optional(experiment, "PAPER")
     if paper:
         lines += [f"**Paper.** {paper}", ""]

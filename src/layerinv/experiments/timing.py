@@ -10,8 +10,10 @@ Methods: the l_inf LP, the l_1 LP and gradient descent (preset bora2017: Adam, 1
 calls); the LPs run BLAS on one thread (layerinv's default).
 
 Metrics: `seconds` (timing), the relative latent error and success (< 1e-3), the status.
-Trials that run side by side on a busy machine slow each other: the report says how many
-workers ran, and a clean table comes from `--workers 1` on an idle machine.
+Trials that run side by side slow each other, so this experiment is EXCLUSIVE: `layerinv
+reproduce` runs its trials last, one at a time in its own process, whatever `--workers` says
+(and never in batches: each trial is one `invert` call). Other programs on the machine still
+count: a clean table comes from an idle machine.
 
 Instance i of a net uses numpy.random.default_rng([seed, 7, k, i, part]), part 1 net, 2 latent,
 3 noise (k = 20 for MNIST).
@@ -36,6 +38,8 @@ TRIALS = 20
 QUICK_TRIALS = 2
 SEED = 0
 TIMING_FIELDS = ("seconds",)
+EXCLUSIVE = True
+"""Run alone, after every other trial, one at a time (see the module docstring)."""
 PAPER_LINF = "0.63-1.03"
 PAPER_GD = "1.6-2.1"
 PAPER_MNIST_LINF = "0.5"
@@ -118,7 +122,7 @@ def _label(net: str) -> str:
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
-    from ..report import markdown_table
+    from ..report import markdown_table, not_run
 
     data = table(rows)
     header = ["net", "trials", "l_inf LP s (ours)", "l_1 LP s (ours)", "GD s (ours)",
@@ -131,7 +135,9 @@ def summary(rows: list[dict[str, Any]]) -> str:
         n = max(c[2] for c in cells.values())
 
         def sec(method: str, cells: dict = cells) -> str:
-            return f"{cells[method][0]:.3f}" if method in cells else ""
+            if method in cells:
+                return f"{cells[method][0]:.3f}"
+            return not_run() if method == "gd" else ""
 
         ok = " / ".join(f"{cells[m][1]:.0%}" if m in cells else "-" for m in METHODS)
         paper_lp = PAPER_MNIST_LINF if net == "mnist" else f"{PAPER_LINF} (range over k)"
@@ -185,6 +191,10 @@ def verdict(rows: list[dict[str, Any]]) -> str:
         parts.append(f"{data['mnist']['linf'][0]:.3f} s on MNIST against {PAPER_MNIST_LINF} s")
     if gd:
         parts.append(f"gradient descent {min(gd):.2f}-{max(gd):.2f} s against {PAPER_GD} s")
+    elif parts:
+        from ..report import not_run
+
+        parts.append(f"gradient descent: {not_run()}")
     if not parts:
         return "No timing rows recorded yet."
     if not lp:
@@ -196,9 +206,8 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     if gd:
         machine = float(np.median(gd)) / float(np.mean(PAPER_GD_RANGE))
         why += (f", while gradient descent, the same algorithm on both machines, runs at "
-                f"{machine:.1f}x the paper's time, so the gain is the solver (a structured "
-                f"interior point on the m x m normal equations after a least-squares check), "
-                f"not this machine" if machine >= 0.5 else
+                f"{machine:.1f}x the paper's time, so the gain is the solver, not this "
+                f"machine" if machine >= 0.5 else
                 f"; gradient descent runs at {machine:.1f}x the paper's time, so part of the "
                 f"gain is this machine")
     return f"We {word} Table 1: {'; '.join(parts)}; {why}."
