@@ -114,7 +114,9 @@ def test_interior_point_slack_ceilings_match_highs(seed, m, ratio, squeeze):
     ours, reference = solve_ipm(bounded), solve_highs(bounded)
     assert ours.status == reference.status == "optimal"
     assert ours.objective == pytest.approx(reference.objective, rel=1e-6, abs=1e-9)
-    assert ours.t.max() <= ceiling * (1 + 1e-8)
+    # To the solver's stated accuracy: at a ceiling of round-off size (realizable data, 8e-11)
+    # the slack passed it by 1e-12 with an accuracy of 1.1e-9 (seed 243, m 2, ratio 2).
+    assert ours.t.max() <= ceiling * (1 + 1e-8) + ours.accuracy
 
 
 @pytest.mark.parametrize("norm", ["linf", "l1"])
