@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +26,21 @@ def one_thread():
 def relative_error(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """||estimate - truth|| / ||truth|| along the last axis."""
     return np.linalg.norm(estimate - truth, axis=-1) / np.linalg.norm(truth, axis=-1)
+
+
+def count_rows(path) -> int:
+    """Trials committed so far in a results file, read as any other program would (read-only,
+    while a writer may be running); 0 when there is no file or no table yet."""
+    if not Path(path).exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM trials").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
 
 
 def realizable_instance(widths, seed, **net_options):

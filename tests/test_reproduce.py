@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import count_rows
 
 from layerinv.cli_reproduce import add_parsers
 from layerinv.cli_reproduce import main as cli_main
@@ -56,18 +57,6 @@ def assert_same_rows(a, b) -> None:
     assert not different, f"{len(different)} rows differ, first {different[0]}"
 
 
-def count_rows(path) -> int:
-    """Rows committed so far (a plain reader: the writer may be running)."""
-    if not Path(path).exists():
-        return 0
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            return int(conn.execute("SELECT COUNT(*) FROM trials").fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
 
 
 def cli(*args: str) -> list[str]:

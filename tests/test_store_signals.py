@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import count_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -42,18 +43,6 @@ def layerinv(*args: str) -> list[str]:
     return [PYTHON, "-m", "layerinv", *args]
 
 
-def count_rows(path: Path) -> int:
-    """Rows committed so far, read the way any other program would (read-only)."""
-    if not path.exists():
-        return 0
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            return int(conn.execute("SELECT COUNT(*) FROM trials").fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
 
 
 def wait_for(predicate, what: str, process: subprocess.Popen | None = None) -> None:
