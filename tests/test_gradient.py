@@ -486,3 +486,30 @@ def test_invert_command_prints_gradient_times_and_fit(tmp_path):
     assert len(rows) == 2 and all(float(row[-1]) > 0 for row in rows), done.stdout
     assert "samples optimal" not in done.stdout
     assert "of 2 samples fit" in done.stdout and "stop reasons: max_steps 2" in done.stdout
+
+
+def test_a_list_of_networks_gives_each_sample_bitwise_its_answer_alone():
+    """What `layerinv reproduce` relies on to batch trials: sample b's numbers through a list
+    of networks do not depend on the other samples (the batch's size or b's place in it)."""
+    nets = [layerinv.random_network([5, 30, 80], seed=20 + b) for b in range(9)]
+    z = np.random.default_rng([20, 1]).standard_normal((9, 5))
+    x = np.stack([net(zb) for net, zb in zip(nets, z, strict=True)])
+    options = {"steps": 200, "restarts": 10, "progress": False}
+    together = gradient_descent(nets, x, seed=list(range(9)), **options)
+    for b in (0, 4, 8):
+        alone = gradient_descent([nets[b]], x[b:b + 1], seed=[b], **options)
+        assert np.array_equal(together.z[b], alone.z[0]), b
+        assert np.array_equal(together.history[b], alone.history[0]), b
+    # One shared network, a mask per sample, one restart from given starts, early stopping.
+    shared, observed = nets[0], np.random.default_rng([20, 2]).random((9, 80)) < 0.9
+    starts = z + 0.1 * np.random.default_rng([20, 3]).standard_normal(z.shape)
+    y = shared(z)
+    options = {"steps": 200, "restarts": 1, "target_fit": 1e-9, "progress": False}
+    together = gradient_descent([shared] * 9, y, observed=observed, z0=starts, **options)
+    for b in (1, 8):
+        alone = gradient_descent([shared], y[b:b + 1], observed=observed[b:b + 1],
+                                 z0=starts[b:b + 1], **options)
+        assert np.array_equal(together.z[b], alone.z[0]), b
+        assert together.status[b] == alone.status[0]
+    masked = np.max(np.abs(shared(together.z) - y) * observed, axis=1)
+    np.testing.assert_allclose(together.residual, masked, rtol=1e-9)  # observed entries only
