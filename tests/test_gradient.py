@@ -513,3 +513,17 @@ def test_a_list_of_networks_gives_each_sample_bitwise_its_answer_alone():
         assert together.status[b] == alone.status[0]
     masked = np.max(np.abs(shared(together.z) - y) * observed, axis=1)
     np.testing.assert_allclose(together.residual, masked, rtol=1e-9)  # observed entries only
+
+
+def test_inversion_summary_shares_the_gradient_time_out(one_thread):
+    """Inversion.summary() of a gradient result: each sample's seconds is its share of the
+    call (was 0.0000: gradient results have no layer reports to add up)."""
+    net = layerinv.random_network([5, 20, 40], seed=3)
+    x = net.forward(np.random.default_rng([3, 7]).normal(size=(4, 5)))
+    result = layerinv.invert(net, x, "gd", steps=20, restarts=2, seed=0, progress=False)
+    seconds = result.sample_seconds()
+    assert seconds.shape == (4,)
+    assert np.all(seconds > 0)
+    assert seconds.sum() == pytest.approx(result.seconds, rel=1e-9)
+    rows = result.summary().splitlines()[2:]
+    assert [float(row.split()[-1]) for row in rows] == pytest.approx(seconds, abs=1e-4)

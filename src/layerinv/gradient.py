@@ -344,17 +344,9 @@ def refine(generator: Network | nn.Module, x: object, start: Inversion | object,
 
 # ----------------------------------------------------------------------------- reporting
 def sample_seconds(result: Inversion) -> np.ndarray:
-    """Seconds per sample of a gradient result, shape (B,) (or (1,) for one observation).
-
-    Every sample runs in one tensor, so no sample has a time of its own: each gets an equal
-    share of the call's wall time, plus, for 'lp+gd', its own LP layer times (what the rest
-    of the call's time is shared out from). The shares add up to `result.seconds`.
-    """
-    single = isinstance(result.status, str)
-    reports = [result.layers] if single else list(result.layers)
-    own = np.array([sum(r.seconds for r in layer_reports) for layer_reports in reports])
-    rest = max(0.0, float(result.seconds) - float(own.sum()))
-    return own + rest / len(reports)
+    """Seconds per sample of a gradient result, shape (B,): `Inversion.sample_seconds`, each
+    sample's equal share of the call's wall time (plus its own LP layer times for 'lp+gd')."""
+    return result.sample_seconds()
 
 
 def summary(result: Inversion, x: object, success_tol: float = SUCCESS_TOL) -> str:

@@ -113,11 +113,26 @@ class Inversion:
         lines = [f"method={self.method}  samples={len(statuses)}  seconds={self.seconds:.3f}",
                  f"{'sample':>6}  {'status':<20} {'residual':>10}  eps per layer (0 = first)"
                  f"  seconds"]
+        seconds = self.sample_seconds()
         for i, (status, layer_reports) in enumerate(zip(statuses, reports, strict=True)):
             eps = " ".join(f"{r.eps:.2e}" for r in layer_reports)
-            secs = sum(r.seconds for r in layer_reports)
-            lines.append(f"{i:>6}  {status:<20} {residuals[i]:>10.2e}  {eps}  {secs:.4f}")
+            lines.append(f"{i:>6}  {status:<20} {residuals[i]:>10.2e}  {eps}  {seconds[i]:.4f}")
         return "\n".join(lines)
+
+    def sample_seconds(self) -> np.ndarray:
+        """Seconds per sample, shape (B,) ((1,) for one observation).
+
+        LP methods: the sample's own layer times. Gradient methods run every sample in one
+        tensor, so no sample has a time of its own: each gets an equal share of the call's
+        wall time beyond the samples' own LP layer times ('lp+gd'), and the shares add up to
+        `seconds`.
+        """
+        reports = [self.layers] if isinstance(self.status, str) else list(self.layers)
+        own = np.array([sum(r.seconds for r in layer_reports) for layer_reports in reports])
+        if self.method not in GRADIENT_METHODS:
+            return own
+        rest = max(0.0, float(self.seconds) - float(own.sum()))
+        return own + rest / len(reports)
 
 
 GRADIENT_METHODS = ("gd", "lp+gd")
