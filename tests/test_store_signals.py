@@ -8,6 +8,7 @@ real read-only mount where the platform allows one); /proc is read for the proce
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -43,6 +44,17 @@ def layerinv(*args: str) -> list[str]:
     return [PYTHON, "-m", "layerinv", *args]
 
 
+
+
+@contextlib.contextmanager
+def ended(process: subprocess.Popen):
+    """Kill `process` on the way out if the test left it running (a failed assertion)."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def wait_for(predicate, what: str, process: subprocess.Popen | None = None) -> None:
@@ -254,7 +266,7 @@ def test_a_second_run_on_the_same_file_is_refused_at_once_and_report_still_reads
         layerinv("reproduce", "success-vs-k", "--workers", "1", "--db", str(db), "--out",
                  str(tmp_path / "first"), "--no-progress"),
         env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
+    with ended(first):
         wait_for(lambda: count_rows(db) >= 1, "a stored trial", first)
         second = subprocess.run(
             layerinv("reproduce", "noise", "--quick", "--trials", "1", "--workers", "1",
@@ -268,10 +280,6 @@ def test_a_second_run_on_the_same_file_is_refused_at_once_and_report_still_reads
         # with the process: a SIGKILL leaves no stale lock behind.
         first.kill()
         first.wait(timeout=HANG_S)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
     assert second.returncode == RUNTIME_EXIT, second.stdout + second.stderr
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in second.stderr, second.stderr
@@ -611,14 +619,10 @@ def test_a_trial_reported_as_stored_survives_a_sigkill_right_after(tmp_path):
     db = tmp_path / "r.sqlite"
     process = subprocess.Popen([PYTHON, "-c", STORE_ONE_AND_WAIT, str(db)], env=env(),
                                stdout=subprocess.PIPE, text=True)
-    try:
+    with ended(process):
         assert process.stdout.readline() == "stored\n"
         process.kill()
         process.wait(timeout=HANG_S)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     with ResultsStore(db, readonly=True) as store:
         (row,) = store.rows()
     assert row.params == {"i": 0, "seed": 0, "method": "linf"}

@@ -218,25 +218,28 @@ NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 """How non-finite floats are stored: JSON has no number for them (see the module docstring)."""
 
 
-def _spell_non_finite(value: Any) -> Any:
+def _map_leaves(value: Any, leaf: Any) -> Any:
+    """`value` (JSON-shaped: dicts, lists, scalars) with `leaf` applied to every scalar."""
+    if isinstance(value, dict):
+        return {k: _map_leaves(v, leaf) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_leaves(v, leaf) for v in value]
+    return leaf(value)
+
+
+def _spell_leaf(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: _spell_non_finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_spell_non_finite(v) for v in value]
     return value
+
+
+def _spell_non_finite(value: Any) -> Any:
+    return _map_leaves(value, _spell_leaf)
 
 
 def _read_non_finite(value: Any) -> Any:
     """`value` with the strings 'inf', '-inf' and 'nan' turned back into floats."""
-    if isinstance(value, str):
-        return NON_FINITE.get(value, value)
-    if isinstance(value, dict):
-        return {k: _read_non_finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_read_non_finite(v) for v in value]
-    return value
+    return _map_leaves(value, lambda v: NON_FINITE.get(v, v) if isinstance(v, str) else v)
 
 
 def dumps(value: Any) -> str:
