@@ -21,7 +21,7 @@ at a Time", NeurIPS 2019, the success-versus-k experiment):
   gd-stop  the same with target_fit=1e-7 (a sample stops once its RMS residual is below
            1e-7 * max|x|): the fastest honest GD, since the fixed 1000 steps are wasted time on
            instances it solves (skipped with --no-early-stop);
-  lp+gd    the linf answer refined by layerinv.gradient.refine (one restart from the LP's z,
+  lp+gd    the linf answer refined by layerinv._gradient.refine (one restart from the LP's z,
            Adam lr 0.01, up to 1000 steps, stops at the same target); its time includes the LP.
 - Success: relative latent error ||z_hat - z|| / ||z|| < 1e-3, the paper's criterion.
 - Time: wall time (time.perf_counter) of one call per instance (the `seconds` of the result);
@@ -45,8 +45,8 @@ import numpy as np
 import torch
 
 import layerinv
+from layerinv._gradient import REFINE_TARGET, refine
 from layerinv.baselines import gradient_descent
-from layerinv.gradient import REFINE_TARGET, refine
 
 K_VALUES = (10, 30, 50, 70, 90, 110)
 K_VALUES_QUICK = (10, 70)

@@ -49,7 +49,7 @@ RECOVERY_INSTANCES = 100
 
 # ----------------------------------------------------------------------------- the tables
 def sensing_table() -> str:
-    from layerinv.experiments import sensing
+    from layerinv.reproduction.experiments import sensing
 
     rows = sensing.run(SENSING["networks"], ms=SENSING["ms"], instances=SENSING["instances"],
                        seed=SENSING["seed"], progress=True)
@@ -58,7 +58,7 @@ def sensing_table() -> str:
 
 
 def _mnist_run(kind: str, task: str, source: str, variance: float, n: int) -> Any:
-    from layerinv.experiments import mnist
+    from layerinv.reproduction.experiments import mnist
 
     if task == "denoise":
         return mnist.denoise_run(kind, n=n, source=source, variance=variance, seed=MNIST_SEED)
@@ -68,7 +68,7 @@ def _mnist_run(kind: str, task: str, source: str, variance: float, n: int) -> An
 
 
 def _mnist_results(kind: str, tasks: tuple[tuple[str, str, float], ...]) -> str:
-    from layerinv.experiments import mnist
+    from layerinv.reproduction.experiments import mnist
 
     rows = []
     for task, source, variance in tasks:
@@ -88,7 +88,7 @@ def mnist_leaky_table() -> str:
 
 
 def mnist_sweep_table() -> str:
-    from layerinv.experiments import mnist
+    from layerinv.reproduction.experiments import mnist
 
     lines = ["| noise std (variance) | " + " | ".join(mnist.METHODS) + " |",
              "|---|" + "---|" * len(mnist.METHODS)]
@@ -108,8 +108,8 @@ def mnist_generators_table() -> str:
     """The shipped decoders: their training records (the JSON beside the weights) and what is
     measured here on the shipped data."""
     import layerinv
-    from layerinv.experiments import mnist
     from layerinv.pretrained import mnist_digits, mnist_encoder, mnist_generator
+    from layerinv.reproduction.experiments import mnist
 
     data = ROOT / "src" / "layerinv" / "data"
     digits = mnist_digits().images

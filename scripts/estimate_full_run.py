@@ -2,7 +2,7 @@
 
     python scripts/estimate_full_run.py [--workers 2] [--out estimate.json]
 
-Runs, through `layerinv.reproduce.run_experiments` (the code path of `layerinv reproduce`:
+Runs, through `layerinv.reproduction.run.run_experiments` (the code path of `layerinv reproduce`:
 batches, worker processes, the store), whole grid cells of every kind into a temporary
 results file, then extrapolates each experiment's full grid from them:
 
@@ -36,8 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from layerinv.reproduce import load_experiment, run_experiments
-from layerinv.results import ResultsStore
+from layerinv.reproduction.registry import load_experiment
+from layerinv.reproduction.run import run_experiments
+from layerinv.reproduction.store import ResultsStore
 
 SVK_K = (10, 130, 250)
 NOISE_LEVELS = (1e-6, 1e-1)

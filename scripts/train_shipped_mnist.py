@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from layerinv.cli_mnist import add_parsers
+from layerinv.cli.mnist import add_parsers
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = ["train-mnist", "--data", str(ROOT.parent / "shared" / "data" / "mnist_10k.npz"),

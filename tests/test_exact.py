@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from layerinv import InputError, Layer, Network, invert, random_network
-from layerinv.cli_hardness import add_parser, run
+from layerinv.cli.hardness import add_parser, run
 from layerinv.exact import (
     DEFAULT_BOX,
     BoxWarning,

@@ -11,8 +11,7 @@ from torch import nn  # noqa: E402
 
 import layerinv  # noqa: E402
 from layerinv import baselines  # noqa: E402
-from layerinv.errors import InputError  # noqa: E402
-from layerinv.gradient import (  # noqa: E402
+from layerinv._gradient import (  # noqa: E402
     GD_STATUSES,
     PRESETS,
     RESTART_STREAM,
@@ -20,6 +19,7 @@ from layerinv.gradient import (  # noqa: E402
     invert_gd,
     refine,
 )
+from layerinv.errors import InputError  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -170,7 +170,7 @@ def test_adam_matches_torch_optim() -> None:
     net, _, x = instance([4, 20, 50], seed=4)
     start = np.random.default_rng(5).standard_normal(4)
     ours = gradient_descent(net, x, z0=start, restarts=1, steps=30, lr=0.05, progress=False)
-    module = layerinv.gradient._network_module(net, torch.device("cpu"), torch.float64)
+    module = layerinv._gradient._network_module(net, torch.device("cpu"), torch.float64)
     z = torch.tensor(start[None], requires_grad=True)
     opt = torch.optim.Adam([z], lr=0.05)
     xt = torch.tensor(x)
@@ -189,7 +189,7 @@ def test_sgd_momentum_matches_torch_optim() -> None:
     start = np.random.default_rng(6).standard_normal(4)
     ours = gradient_descent(net, x, z0=start, restarts=1, steps=30, optimizer="sgd", lr=0.2,
                             momentum=0.5, reduction="sum", progress=False)
-    module = layerinv.gradient._network_module(net, torch.device("cpu"), torch.float64)
+    module = layerinv._gradient._network_module(net, torch.device("cpu"), torch.float64)
     z = torch.tensor(start[None], requires_grad=True)
     opt = torch.optim.SGD([z], lr=0.2, momentum=0.5)
     xt = torch.tensor(x)
@@ -448,7 +448,7 @@ def test_an_unknown_gradient_option_is_one_input_error_naming_it(method):
 
 
 def test_gradient_summary_shares_out_the_time_and_states_stop_reason_and_fit():
-    from layerinv.gradient import sample_seconds, summary, summary_line
+    from layerinv._gradient import sample_seconds, summary, summary_line
 
     net = layerinv.random_network([5, 30, 90], seed=1)
     z = np.random.default_rng([1, 5]).standard_normal((3, 5))

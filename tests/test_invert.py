@@ -208,8 +208,8 @@ def test_worker_processes_give_the_same_answers():
     estimate forces the pool even on a small batch."""
     from tqdm import tqdm
 
-    from layerinv.invert import _input_bounds, _invert_in_processes, _invert_one
-    from layerinv.layer import LayerOptions
+    from layerinv._layer_inversion import LayerOptions
+    from layerinv._walk import _input_bounds, _invert_in_processes, _invert_one
 
     net = random_network([10, 60, 200], seed=4)
     x = net(np.random.default_rng(5).normal(size=(6, 10)))
@@ -230,7 +230,7 @@ def test_least_squares_shortcut_checks_the_one_sided_rows(method):
     squares finds h*, but the zeroed rows (now one-sided, u_j <= 0 + t) are broken by it:
     its l_inf residual is the largest zeroed value (0.20 here), 12x the LP's 0.017. The
     shortcut must see that and leave the layer to the LP."""
-    from layerinv.lp import LayerLP, solve_highs
+    from layerinv._lp import LayerLP, solve_highs
 
     net, _, x = realizable_instance([20, 250, 600], seed=11)
     y = x.copy()

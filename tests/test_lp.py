@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from layerinv import get_activation
-from layerinv.lp import (
+from layerinv._lp import (
     ACCURACY_FACTOR,
     LayerLP,
     least_squares,

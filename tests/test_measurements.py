@@ -217,7 +217,7 @@ def test_an_all_zero_matrix_is_one_clear_error():
 
 def test_reconstruct_refuses_a_matrix_too_small_for_a_step():
     """Entries of 1e-170 square to 0 in float64: eta_0 = n / ||A||_F^2 does not exist."""
-    from layerinv.reconstruct import reconstruct
+    from layerinv._reconstruct import reconstruct
 
     net = layerinv.random_network([4, 20, 36], seed=0)
     tiny = Matrix(np.full((5, 36), 1e-170))

@@ -18,7 +18,6 @@ import pytest
 
 import layerinv
 from layerinv.datasets import DatasetFileError, load_mnist
-from layerinv.experiments import mnist as experiments
 from layerinv.pretrained import (
     Encoder,
     mnist_digits,
@@ -26,6 +25,7 @@ from layerinv.pretrained import (
     mnist_generator,
     mnist_metadata,
 )
+from layerinv.reproduction.experiments import mnist as experiments
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -238,7 +238,7 @@ def _cli(argv: list[str]) -> int:
     parser = cli.build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     if argv[0] not in commands.choices:
-        from layerinv.cli_mnist import add_parsers
+        from layerinv.cli.mnist import add_parsers
 
         parser = argparse.ArgumentParser(prog="layerinv")
         add_parsers(parser.add_subparsers(dest="command"))
@@ -269,7 +269,7 @@ def test_train_mnist_command_end_to_end(tmp_path, capsys):
 
 def test_training_is_seeded():
     pytest.importorskip("torch")
-    from layerinv.train import train_vae
+    from layerinv.reproduction.train import train_vae
 
     images = mnist_digits().images[:100]
     a = train_vae(images, "relu", epochs=1, batch_size=50, seed=3, progress=False)

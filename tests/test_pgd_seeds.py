@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 import layerinv
+from layerinv._reconstruct import RESTART_STREAM, reconstruct, restart_latents
 from layerinv.measurements import Gaussian
-from layerinv.reconstruct import RESTART_STREAM, reconstruct, restart_latents
 
 
 def test_restarts_are_not_the_latent_a_user_draws_with_the_same_seed():

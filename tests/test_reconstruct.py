@@ -16,10 +16,10 @@ from conftest import relative_error
 torch = pytest.importorskip("torch")
 
 import layerinv  # noqa: E402
-from layerinv.cli_reconstruct import add_parser  # noqa: E402
+from layerinv._gradient import gradient_descent  # noqa: E402
+from layerinv._reconstruct import PGD_STATUSES, Reconstruction, linearise, reconstruct  # noqa: E402
+from layerinv.cli.reconstruct import add_parser  # noqa: E402
 from layerinv.errors import InputError, LayerinvError  # noqa: E402
-from layerinv.experiments import sensing  # noqa: E402
-from layerinv.gradient import gradient_descent  # noqa: E402
 from layerinv.measurements import (  # noqa: E402
     Gaussian,
     GaussianNoise,
@@ -27,7 +27,7 @@ from layerinv.measurements import (  # noqa: E402
     Magnitude,
     Mask,
 )
-from layerinv.reconstruct import PGD_STATUSES, Reconstruction, linearise, reconstruct  # noqa: E402
+from layerinv.reproduction.experiments import sensing  # noqa: E402
 
 WIDTHS = [20, 100, 500]
 

@@ -18,20 +18,18 @@ from pathlib import Path
 import pytest
 from conftest import count_rows
 
-from layerinv.cli_reproduce import add_parsers
-from layerinv.cli_reproduce import main as cli_main
+from layerinv.cli import main as cli_main
+from layerinv.cli.reproduce import add_parsers
 from layerinv.errors import InputError
-from layerinv.experiments import noise, success_vs_k, timing
-from layerinv.reproduce import (
-    EXPERIMENTS,
+from layerinv.reproduction.experiments import noise, success_vs_k, timing
+from layerinv.reproduction.registry import EXPERIMENTS, load_experiment, timing_fields
+from layerinv.reproduction.run import (
     MNIST,
     SENSING,
     execute_trial,
-    load_experiment,
     run_experiments,
-    timing_fields,
 )
-from layerinv.results import (
+from layerinv.reproduction.store import (
     ResultsFileError,
     ResultsStore,
     comparable,
@@ -60,7 +58,7 @@ def assert_same_rows(a, b) -> None:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "layerinv.cli_reproduce", *args]
+    return [sys.executable, "-m", "layerinv", *args]
 
 
 def env() -> dict[str, str]:
@@ -512,7 +510,7 @@ def test_without_pytorch_the_run_says_so_skips_gradient_trials_and_exits_0(tmp_p
 
 
 def test_reports_mark_gradient_cells_not_run_when_pytorch_is_missing(monkeypatch):
-    from layerinv import report
+    from layerinv.reproduction import report
 
     monkeypatch.setattr(report, "torch_missing", lambda: "No module named 'torch'")
     lp = [{"net": net, "method": method, "instance": 0, "seconds": 0.05, "success": True}
@@ -573,7 +571,7 @@ def test_every_docs_table_is_regenerated_by_a_named_command_and_matches_its_grid
             assert f"`python scripts/docs_tables.py {name}`" in text, name  # visible, beside
             found[name] = rows
     assert set(found) == set(script.TABLES)
-    from layerinv.experiments import mnist, sensing
+    from layerinv.reproduction.experiments import mnist, sensing
 
     grid = script.SENSING
     body = found["sensing"][2:]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from layerinv import LayerinvError
-from layerinv.results import (
+from layerinv.reproduction.store import (
     MAGIC,
     SCHEMA_VERSION,
     ResultsFileError,

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from layerinv import LeakyReLU, invert, random_network
-from layerinv.invert import FIT_FACTOR, FIT_FLOOR
-from layerinv.lp import SOLVERS
+from layerinv._lp import SOLVERS
+from layerinv._walk import FIT_FACTOR, FIT_FLOOR
 
 LP_SOLVERS = tuple(s for s in SOLVERS if s != "cvxopt")  # cvxopt is an optional reference
 

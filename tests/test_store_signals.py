@@ -198,7 +198,7 @@ def test_ctrl_c_inside_the_pools_wait_comes_out_after_wait_let_go(monkeypatch):
     Ctrl-C in 11 of the test above hung so). A real SIGINT arrives inside wait() here."""
     from concurrent.futures import Future
 
-    from layerinv import parallel
+    from layerinv import _processes as parallel
 
     finished = Future()
     finished.set_result(1)
@@ -238,7 +238,7 @@ class _InterruptAfterInsert:
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
                     reason="signals reach the main thread only")
 def test_ctrl_c_between_insert_and_commit_keeps_the_trial(tmp_path):
-    from layerinv.results import ResultsStore
+    from layerinv.reproduction.store import ResultsStore
 
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     path = tmp_path / "r.sqlite"
@@ -259,7 +259,7 @@ RUNTIME_EXIT = 1
 
 @needs_proc
 def test_a_second_run_on_the_same_file_is_refused_at_once_and_report_still_reads_it(tmp_path):
-    from layerinv.results import ResultsBusyError, ResultsStore
+    from layerinv.reproduction.store import ResultsBusyError, ResultsStore
 
     db = tmp_path / "shared.sqlite"
     first = subprocess.Popen(
@@ -304,7 +304,7 @@ def test_a_second_run_on_the_same_file_is_refused_at_once_and_report_still_reads
 
 # ------------------------------------------------------------------------------ 3. valid JSON
 def test_non_finite_metrics_are_valid_json_for_sqlite_and_read_back_as_floats(tmp_path):
-    from layerinv.results import ResultsStore, json_equal
+    from layerinv.reproduction.store import ResultsStore, json_equal
 
     path = tmp_path / "r.sqlite"
     metrics = {"bound": float("inf"), "floor": -float("inf"), "eps": float("nan"),
@@ -329,7 +329,7 @@ def test_non_finite_metrics_are_valid_json_for_sqlite_and_read_back_as_floats(tm
 
 
 def test_rows_with_bare_infinity_from_older_files_still_read(tmp_path):
-    from layerinv.results import SCHEMA_VERSION, ResultsStore
+    from layerinv.reproduction.store import SCHEMA_VERSION, ResultsStore
 
     path = tmp_path / "old.sqlite"
     with ResultsStore(path) as store:
@@ -358,7 +358,7 @@ def digest(path: Path) -> str:
 
 STORE_AND_VANISH = """
 import os, sys
-from layerinv.results import ResultsStore
+from layerinv.reproduction.store import ResultsStore
 store = ResultsStore(sys.argv[1])
 for i in range(int(sys.argv[2])):
     store.add("exp", {"i": i, "seed": 0, "method": "linf"}, {"x": float(i)}, 0.1)
@@ -374,7 +374,7 @@ def unmerged_results(path: Path, rows: int) -> None:
 
 
 def test_report_never_changes_the_results_file(tmp_path):
-    from layerinv.cli_reproduce import main as cli_main
+    from layerinv.cli import main as cli_main
 
     db = tmp_path / "r.sqlite"
     unmerged_results(db, 5)
@@ -389,8 +389,8 @@ def test_report_never_changes_the_results_file(tmp_path):
 def test_report_opens_the_file_read_only_only(tmp_path, monkeypatch):
     """Where a read-write open is impossible (a read-only file; permission bits alone do not
     stop root, so the refusal is made here), report still reads the file."""
-    import layerinv.results as results
-    from layerinv.cli_reproduce import main as cli_main
+    import layerinv.reproduction.store as results
+    from layerinv.cli import main as cli_main
 
     db = tmp_path / "r.sqlite"
     unmerged_results(db, 3)
@@ -439,7 +439,7 @@ def test_report_reads_a_read_only_file_on_a_read_only_file_system(tmp_path, merg
     db = folder / "r.sqlite"
     unmerged_results(db, 4)
     if merged:
-        from layerinv.results import ResultsStore
+        from layerinv.reproduction.store import ResultsStore
 
         ResultsStore(db).close()  # the last writer's close merges the -wal and removes it
         assert not (folder / "r.sqlite-wal").exists()
@@ -489,8 +489,8 @@ def test_a_full_disk_while_trials_are_stored_is_one_line_and_keeps_the_stored_tr
 def test_a_report_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys):
     import errno
 
-    from layerinv.cli_reproduce import main as cli_main
-    from layerinv.results import ResultsStore
+    from layerinv.cli import main as cli_main
+    from layerinv.reproduction.store import ResultsStore
 
     db = tmp_path / "r.sqlite"
     with ResultsStore(db) as store:
@@ -511,7 +511,7 @@ def test_a_report_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, caps
 
 
 def test_out_that_is_an_existing_file_is_refused_before_the_run(tmp_path, capsys):
-    from layerinv.cli_reproduce import main as cli_main
+    from layerinv.cli import main as cli_main
 
     here = tmp_path / "notes.txt"
     here.write_text("mine\n")
@@ -531,7 +531,7 @@ def test_out_that_is_an_existing_file_is_refused_before_the_run(tmp_path, capsys
 
 def test_read_only_locations_are_one_line_before_any_trial_runs(tmp_path):
     """A new results file, an existing one and the report folder on a read-only mount."""
-    from layerinv.results import ResultsStore
+    from layerinv.reproduction.store import ResultsStore
 
     folder = tmp_path / "ro"
     folder.mkdir()
@@ -590,7 +590,7 @@ def test_n_jobs_from_an_unguarded_script_is_one_clear_error_before_any_worker(tm
     assert done.returncode == 1
     assert "BrokenPipeError" not in done.stderr and "bootstrapping" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("layerinv.parallel.UnguardedMainError: "), done.stderr
+    assert last.startswith("layerinv._processes.UnguardedMainError: "), done.stderr
     assert 'if __name__ == "__main__":' in last and "unguarded.py' (line 6)" in last
     assert done.stdout.count("top level runs") == 1  # no process ran the script again
 
@@ -605,7 +605,7 @@ def test_n_jobs_from_a_guarded_script_runs(tmp_path):
 # ------------------------------------------------------------------------------ 7. durability
 STORE_ONE_AND_WAIT = """
 import sys, time
-from layerinv.results import ResultsStore
+from layerinv.reproduction.store import ResultsStore
 store = ResultsStore(sys.argv[1])
 store.add("exp", {"i": 0, "seed": 0, "method": "linf"}, {"rel_error": 1e-9}, 0.25)
 print("stored", flush=True)  # the trial is reported as done: it must be in the file now
@@ -614,7 +614,7 @@ time.sleep(600)
 
 
 def test_a_trial_reported_as_stored_survives_a_sigkill_right_after(tmp_path):
-    from layerinv.results import ResultsStore
+    from layerinv.reproduction.store import ResultsStore
 
     db = tmp_path / "r.sqlite"
     process = subprocess.Popen([PYTHON, "-c", STORE_ONE_AND_WAIT, str(db)], env=env(),

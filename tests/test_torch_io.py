@@ -20,11 +20,11 @@ from layerinv.errors import (  # noqa: E402
     UnsupportedLayerError,
 )
 from layerinv.network import Network, random_network  # noqa: E402
-from layerinv.torch_io import (  # noqa: E402
-    network_from_module,
-    network_from_state_dict,
-    network_to_module,
-)
+
+# The conversions through the public API (the module functions became private).
+network_from_module = Network.from_torch
+network_from_state_dict = Network.from_state_dict
+network_to_module = Network.to_torch
 
 
 @pytest.fixture(autouse=True)

@@ -4,16 +4,18 @@ After Lei, Jalal, Dhillon and Dimakis, "Inverting Deep Generative Models, One La
 NeurIPS 2019.
 """
 
-from . import measurements
-from .activations import Activation, LeakyReLU, ReLU, Sigmoid, Tanh, get_activation
-from .activations import Identity as IdentityActivation
-from .errors import InputError, LayerinvError, NetworkFileError, UnsupportedLayerError
-from .invert import Inversion, invert
-from .layer import LayerReport
-from .network import Layer, Network, random_network
-from .reconstruct import Reconstruction, reconstruct  # the function shadows the submodule name
-
-__version__ = "0.1.0"
+from layerinv import measurements
+from layerinv._layer_inversion import LayerReport
+from layerinv._reconstruct import (  # the function shadows the submodule name
+    Reconstruction,
+    reconstruct,
+)
+from layerinv._version import __version__
+from layerinv._walk import Inversion, invert
+from layerinv.activations import Activation, LeakyReLU, ReLU, Sigmoid, Tanh, get_activation
+from layerinv.activations import Identity as IdentityActivation
+from layerinv.errors import InputError, LayerinvError, NetworkFileError, UnsupportedLayerError
+from layerinv.network import Layer, Network, random_network
 
 __all__ = [
     "Activation",

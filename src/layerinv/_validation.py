@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import InputError, OutputError
+from layerinv.errors import InputError, OutputError
 
 
 def as_float_array(value: object, name: str) -> np.ndarray:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DefaultSlopeWarning, InputError
+from layerinv.errors import DefaultSlopeWarning, InputError
 
 # Sigmoid and tanh observations are clipped this far inside the open range before the inverse.
 _OPEN_RANGE_MARGIN = 1e-12

@@ -12,13 +12,13 @@ and an optional measurement y = A(x). It returns the same `Inversion` as `layeri
 - 'hand2017': plain gradient steps with the sign flip (Hand and Voroninski 2017; Huang et al.
   2018).
 
-Any option given to `gradient_descent` overrides the preset's. See `layerinv.gradient` for the
+Any option given to `gradient_descent` overrides the preset's. See `layerinv._gradient` for the
 loss, the seeding rules and the statuses; `refine` runs the 'lp+gd' method (gradient steps
 from the LP's answer).
 """
 
 from __future__ import annotations
 
-from .gradient import GD_STATUSES, PRESETS, gradient_descent, refine
+from layerinv._gradient import GD_STATUSES, PRESETS, gradient_descent, refine
 
 __all__ = ["GD_STATUSES", "PRESETS", "gradient_descent", "refine"]

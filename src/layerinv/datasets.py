@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LayerinvError
+from layerinv.errors import LayerinvError
 
 IMAGE_SIDE = 28
 IMAGE_SIZE = IMAGE_SIDE * IMAGE_SIDE

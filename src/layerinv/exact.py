@@ -62,11 +62,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._validation import as_float_array, check_batch, check_choice, check_positive, make_rng
-from .activations import Activation
-from .errors import InputError
-from .lp import new_highs
-from .network import Layer, Network
+from layerinv._lp import new_highs
+from layerinv._validation import as_float_array, check_batch, check_choice, check_positive, make_rng
+from layerinv.activations import Activation
+from layerinv.errors import InputError
+from layerinv.network import Layer, Network
 
 __all__ = [
     "DEFAULT_BOX",
@@ -612,7 +612,7 @@ def _distance(net: Network, z: np.ndarray, x: np.ndarray, norm: str) -> float:
 def _default_starts(net: Network, x: np.ndarray, lo: np.ndarray, hi: np.ndarray,
                     norm: str) -> list[np.ndarray]:
     """The box centre and the layer-wise LP's answer (`invert`), clipped into the box."""
-    from .invert import invert
+    from layerinv._walk import invert
 
     starts = [0.5 * (lo + hi)]
     try:

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._blas import single_threaded_blas
-from ._validation import as_float_array, check_batch, check_finite, check_positive, make_rng
-from .errors import InputError
-from .network import Layer, Network
+from layerinv._blas import single_threaded_blas
+from layerinv._validation import as_float_array, check_batch, check_finite, check_positive, make_rng
+from layerinv.errors import InputError
+from layerinv.network import Layer, Network
 
 if TYPE_CHECKING:
     import torch

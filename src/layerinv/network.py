@@ -1,4 +1,7 @@
-"""Fully connected generative networks: layers, forward pass, random nets, save and load."""
+"""Fully connected generative networks: forward pass, random nets, save and load, PyTorch.
+
+`Layer` (one layer) lives in `layers.py`; it is importable from here too.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +9,14 @@ import itertools
 import os
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from ._validation import as_float_array, check_batch, check_finite, make_rng
-from .activations import Activation, get_activation
-from .errors import InputError, NetworkFileError
+from layerinv._validation import check_batch, make_rng
+from layerinv.activations import Activation, get_activation
+from layerinv.errors import InputError, NetworkFileError
+from layerinv.layers import Layer, check_chain
 
 if TYPE_CHECKING:
     import torch
@@ -22,64 +25,11 @@ FILE_FORMAT = "layerinv-network"
 FILE_VERSION = 1
 
 
-@dataclass(frozen=True, eq=False)
-class Layer:
-    """One dense layer x_out = act(weight @ x_in + bias); weight has shape (n_out, n_in)."""
-
-    weight: np.ndarray
-    bias: np.ndarray | None
-    activation: Activation
-
-    def __post_init__(self) -> None:
-        weight = as_float_array(self.weight, "weight")
-        if weight.ndim != 2 or 0 in weight.shape:
-            raise InputError(f"weight must be a non-empty 2-D array (n_out, n_in); "
-                             f"got shape {weight.shape}")
-        check_finite(weight, "weight")
-        object.__setattr__(self, "weight", np.ascontiguousarray(weight))
-        if self.bias is not None:
-            bias = as_float_array(self.bias, "bias")
-            if bias.shape != (weight.shape[0],):
-                raise InputError(f"bias must have shape ({weight.shape[0]},) to match weight "
-                                 f"{weight.shape}; got shape {bias.shape}")
-            check_finite(bias, "bias")
-            object.__setattr__(self, "bias", bias)
-        object.__setattr__(self, "activation", get_activation(self.activation))
-
-    @property
-    def n_in(self) -> int:
-        return int(self.weight.shape[1])
-
-    @property
-    def n_out(self) -> int:
-        return int(self.weight.shape[0])
-
-    def preactivation(self, x: np.ndarray) -> np.ndarray:
-        """W x + b for a batch x of shape (B, n_in)."""
-        u = x @ self.weight.T
-        return u if self.bias is None else u + self.bias
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.activation.forward(self.preactivation(x))
-
-
 class Network:
     """An ordered list of dense layers: G(z) = x_d with x_0 = z, x_i = act_i(W_i x_{i-1} + b_i)."""
 
     def __init__(self, layers: Sequence[Layer]):
-        layers = list(layers)
-        if not layers:
-            raise InputError("layers must hold at least one Layer; got an empty list")
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, Layer):
-                raise InputError(f"layers[{i}] must be a layerinv.Layer; got "
-                                 f"{type(layer).__name__}")
-        for i in range(1, len(layers)):
-            if layers[i].n_in != layers[i - 1].n_out:
-                raise InputError(
-                    f"layers[{i}] takes {layers[i].n_in} inputs but layers[{i - 1}] gives "
-                    f"{layers[i - 1].n_out} outputs"
-                )
+        layers = check_chain(layers)
         self.layers: list[Layer] = layers
 
     @property
@@ -184,23 +134,23 @@ class Network:
     @classmethod
     def from_torch(cls, module: torch.nn.Module) -> Network:
         """From an nn.Sequential of Linear and activation modules (see `torch_io`)."""
-        from .torch_io import network_from_module
+        from layerinv._torch_io import layers_from_module
 
-        return network_from_module(module)
+        return cls(layers_from_module(module))
 
     @classmethod
     def from_state_dict(cls, state: str | os.PathLike[str] | dict[str, Any], *,
                         layers: Sequence[str], activations: Sequence[str | Activation]) -> Network:
         """From a checkpoint whose decoder weights are named entries such as 'fc3.weight'."""
-        from .torch_io import network_from_state_dict
+        from layerinv._torch_io import layers_from_state_dict
 
-        return network_from_state_dict(state, layers=layers, activations=activations)
+        return cls(layers_from_state_dict(state, layers=layers, activations=activations))
 
     def to_torch(self) -> torch.nn.Sequential:
         """An equivalent nn.Sequential (float32, CPU)."""
-        from .torch_io import network_to_module
+        from layerinv._torch_io import module_from_layers
 
-        return network_to_module(self)
+        return module_from_layers(self.layers)
 
 
 def random_network(widths: Sequence[int], activation: str | Activation = "relu", *,

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_batch
-from .datasets import IMAGE_SIZE, Digits
-from .errors import InputError, NetworkFileError
-from .network import Network
+from layerinv._validation import check_batch
+from layerinv.datasets import IMAGE_SIZE, Digits
+from layerinv.errors import InputError, NetworkFileError
+from layerinv.network import Network
 
 KINDS = ("relu", "leaky_relu")
 LATENT_DIM = 20

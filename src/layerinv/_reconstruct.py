@@ -15,7 +15,7 @@ residual. Which method does what:
 - `Magnitude` ('pgd', the default): alternating phase retrieval, sign estimation and the
   linear PGD above, from a spectral start (see below).
 - 'gd' on every operator: gradient descent on the latent, loss mean_j (A(G(z)) - y)_j^2, the
-  CSGM estimator (Bora et al. 2017), `layerinv.gradient.gradient_descent` with
+  CSGM estimator (Bora et al. 2017), `layerinv._gradient.gradient_descent` with
   `measurement=measurement.to_torch()` and its presets (`preset='bora2017'` by default: Adam,
   lr 0.01, 1,000 steps, 10 restarts; `hand2017`).
 
@@ -81,13 +81,13 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._blas import single_threaded_blas
-from ._validation import check_batch, check_choice, check_positive
-from .errors import InputError
-from .invert import Inversion, invert
-from .layer import METHODS as LP_METHODS
-from .measurements import Identity, LinearMeasurement, Magnitude, Mask, Measurement
-from .network import Network
+from layerinv._blas import single_threaded_blas
+from layerinv._layer_inversion import METHODS as LP_METHODS
+from layerinv._validation import check_batch, check_choice, check_positive
+from layerinv._walk import Inversion, invert
+from layerinv.errors import InputError
+from layerinv.measurements import Identity, LinearMeasurement, Magnitude, Mask, Measurement
+from layerinv.network import Network
 
 PGD_STATUSES = ("converged", "stalled", "max_iter")
 PROJECTIONS = ("linf", "l1")
@@ -179,7 +179,7 @@ def reconstruct(net: Network, y: object, measurement: Measurement, method: str =
         _check_options(options, pgd, "pgd")
         result = pgd(net, y, measurement, progress=progress, **options)
     elif method == "gd":
-        from .gradient import gradient_descent
+        from layerinv._gradient import gradient_descent
 
         _check_options(options, gradient_descent, "gd")
         result = gradient_descent(net, y, measurement=measurement.to_torch(),

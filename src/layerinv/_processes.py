@@ -1,8 +1,9 @@
-"""Map trials over local processes or a Dask distributed cluster, yielding results as they come.
+"""Map work over local processes, yielding results as they come.
 
-`map_trials(fn, trials, shared, workers, scheduler)` calls `fn(trial, shared)` for every trial
-and yields `(trial, result)` in the order they finish, so that the caller can store each result
-at once. Three back ends:
+`map_local(fn, trials, shared, workers)` calls `fn(trial, shared)` for every trial and yields
+`(trial, result)` in the order they finish, so that the caller can keep each result at once.
+It is the core's only process pool: the walk's `n_jobs` and the reproduction system's local
+runs both use it (`layerinv.reproduction.parallel` adds Dask clusters on top). Two back ends:
 
 - in process (`workers=1`, or when the whole map is estimated under `min_parallel_seconds`):
   no pool at all; the simplest to debug, and the notes (../shared/notes/lp-solvers.md) measured
@@ -21,16 +22,12 @@ at once. Three back ends:
   Workers import the main script again, so a script asking for workers from its top level
   without an `if __name__ == "__main__":` guard is refused first (`check_main_guarded`,
   an UnguardedMainError naming the script and the fix), whatever the size of the map.
-- Dask (`scheduler='tcp://HOST:PORT'` or a `distributed.Client`): `shared` is scattered once with
-  `broadcast=True`, each chunk of trials is one `client.submit`, results come from
-  `as_completed`. A worker that dies has its tasks rescheduled by the scheduler.
 
 Trials are grouped into chunks holding about `chunk_seconds` of estimated work (`cost(trial)`,
 default 1 s per trial), so that millisecond trials do not pay a round trip each; a chunk is
 yielded trial by trial when it returns, and at most one chunk per worker is lost when a worker
-dies. Catch exceptions inside `fn` to keep going: locally they propagate as raised, and on Dask
-any failed task is a `WorkerLostError`, as is a local worker that dies (killed, out of memory);
-the results yielded before stay valid.
+dies. Catch exceptions inside `fn` to keep going: they propagate as raised, and a worker that
+dies (killed, out of memory) is a `WorkerLostError`; the results yielded before stay valid.
 """
 
 from __future__ import annotations
@@ -40,7 +37,6 @@ import contextlib
 import itertools
 import multiprocessing
 import os
-import pickle
 import signal
 import sys
 import threading
@@ -51,13 +47,12 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, LayerinvError
+from layerinv.errors import InputError, LayerinvError
 
 CHUNK_SECONDS = 0.5
 MIN_PARALLEL_SECONDS = 1.5
 CHUNKS_PER_WORKER = 4
 """Chunks are also capped so that each worker gets at least this many (load balance)."""
-DASK_CONNECT_TIMEOUT_S = 30
 PARENT_POLL_S = 1.0
 STOP_JOIN_S = 5.0
 """How long a terminated worker may take to exit before it is killed."""
@@ -100,7 +95,7 @@ def resolve_workers(workers: int | None) -> int:
 
 
 def local_workers(trials: Sequence[Any], workers: int | None,
-                  cost: Callable[[Any], float] | None = None,
+                 cost: Callable[[Any], float] | None = None,
                   min_parallel_seconds: float = MIN_PARALLEL_SECONDS) -> int:
     """The local processes `map_trials` uses for these trials: 1 means in this process."""
     n = min(resolve_workers(workers), max(1, len(trials)))
@@ -169,33 +164,6 @@ def _run_chunk_local(fn: Callable[[Any, Any], Any], chunk: list[Any]) -> list[An
     return [fn(trial, _SHARED) for trial in chunk]
 
 
-_LOCALIZED: dict[int, tuple[Any, Any]] = {}
-
-
-def localize(shared: Any) -> Any:
-    """A copy of `shared` rebuilt by an in-band pickle round trip, once per object and process.
-
-    Dask hands NumPy arrays over as views of its receive buffers, which can be misaligned (an
-    address that is not a multiple of 8 was seen): NumPy's matmul then leaves BLAS for its own
-    loop, and results differ from the local run in the last bits. Arrays rebuilt from an
-    in-band pickle are freshly allocated and aligned, as in a local worker.
-    """
-    if shared is None:
-        return None
-    key = id(shared)
-    cached = _LOCALIZED.get(key)
-    if cached is None or cached[0] is not shared:
-        cached = (shared, pickle.loads(pickle.dumps(shared, protocol=4)))
-        _LOCALIZED[key] = cached
-    return cached[1]
-
-
-def _run_chunk_given(fn: Callable[[Any, Any], Any], chunk: list[Any], shared: Any
-                     ) -> list[Any]:
-    own = localize(shared)
-    return [fn(trial, own) for trial in chunk]
-
-
 def check_main_guarded() -> None:
     """Refuse worker processes asked for from the top level of an unguarded script.
 
@@ -253,27 +221,24 @@ def _context() -> multiprocessing.context.BaseContext:
 
 
 # ------------------------------------------------------------------------------- the map
-def map_trials(fn: Callable[[Any, Any], Any], trials: Iterable[Any], shared: Any = None,
-               workers: int | None = None, scheduler: Any = None, *,
-               cost: Callable[[Any], float] | None = None,
-               chunk_seconds: float = CHUNK_SECONDS,
-               min_parallel_seconds: float = MIN_PARALLEL_SECONDS,
-               setup: Callable[[], None] | None = None) -> Iterator[tuple[Any, Any]]:
-    """Yield `(trial, fn(trial, shared))` for every trial, in the order they finish.
+def map_local(fn: Callable[[Any, Any], Any], trials: Iterable[Any], shared: Any = None,
+              workers: int | None = None, *,
+              cost: Callable[[Any], float] | None = None,
+              chunk_seconds: float = CHUNK_SECONDS,
+              min_parallel_seconds: float = MIN_PARALLEL_SECONDS,
+              setup: Callable[[], None] | None = None) -> Iterator[tuple[Any, Any]]:
+    """Yield `(trial, fn(trial, shared))` for every trial, in the order they finish (locally).
 
     Parameters
     ----------
     fn : callable (trial, shared) -> result
-        Must be picklable by reference (a module-level function) for the process and Dask
-        back ends; trials and results must be picklable.
+        Must be picklable by reference (a module-level function) for the process
+        back end; trials and results must be picklable.
     trials : iterable
     shared : object
         Built once by the caller and sent once to each worker.
     workers : int, optional
-        Local processes (None or -1: every usable core; 1: in this process). Ignored with a
-        scheduler: the cluster has its own.
-    scheduler : str or distributed.Client, optional
-        A Dask scheduler address ('tcp://HOST:PORT') or a connected Client.
+        Local processes (None or -1: every usable core; 1: in this process).
     cost : callable trial -> float, optional
         Estimated seconds of one trial, for chunking (default 1 s per trial).
     min_parallel_seconds : float
@@ -287,9 +252,6 @@ def map_trials(fn: Callable[[Any, Any], Any], trials: Iterable[Any], shared: Any
     """
     trials = list(trials)
     if not trials:
-        return
-    if scheduler is not None:
-        yield from _map_dask(fn, trials, shared, scheduler, cost, chunk_seconds)
         return
     if resolve_workers(workers) > 1 and len(trials) > 1:
         # Whatever the size of this map: a script that works on small data only is a trap.
@@ -403,48 +365,3 @@ def sigint_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
         if held:
             previous(signal.SIGINT, held[0])
-
-
-def _map_dask(fn: Callable[[Any, Any], Any], trials: list[Any], shared: Any, scheduler: Any,
-              cost: Callable[[Any], float] | None,
-              chunk_seconds: float) -> Iterator[tuple[Any, Any]]:
-    try:
-        from distributed import Client, as_completed
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise LayerinvError(f"--scheduler needs dask.distributed: {exc}") from None
-    own = not isinstance(scheduler, Client)
-    if own:
-        try:
-            client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT_S)
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise LayerinvError(f"cannot reach the Dask scheduler {scheduler!r}: "
-                                f"{type(exc).__name__}: {exc}") from None
-    else:
-        client = scheduler
-    futures: list[Any] = []
-    try:
-        n_workers = max(1, sum(info.get("nthreads", 1) for info in
-                               client.scheduler_info().get("workers", {}).values()))
-        chunks = make_chunks(trials, n_workers, cost, chunk_seconds)
-        # A list, so that a dict-shaped shared object is scattered whole, not per key.
-        shared_ref = client.scatter([shared], broadcast=True, hash=False)[0]
-        by_key = {}
-        for chunk in chunks:
-            future = client.submit(_run_chunk_given, fn, chunk, shared_ref, pure=False)
-            by_key[future.key] = chunk
-            futures.append(future)
-        for future in as_completed(futures):
-            try:
-                results = future.result()
-            except Exception as exc:  # fn's own errors are its business; this is the cluster
-                raise WorkerLostError(
-                    f"the Dask cluster lost a task ({type(exc).__name__}: {exc}); the finished "
-                    "trials are kept: run again to resume") from None
-            yield from zip(by_key[future.key], results, strict=True)
-            future.release()
-    finally:
-        for future in futures:
-            if not future.done():
-                future.cancel()
-        if own:
-            client.close()

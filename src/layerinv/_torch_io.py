@@ -16,9 +16,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .activations import Activation, Identity, LeakyReLU, ReLU, Sigmoid, Tanh, get_activation
-from .errors import InputError, NetworkFileError, UnsupportedLayerError
-from .network import Layer, Network
+from layerinv.activations import (
+    Activation,
+    Identity,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    Tanh,
+    get_activation,
+)
+from layerinv.errors import InputError, NetworkFileError, UnsupportedLayerError
+from layerinv.layers import Layer, check_chain
 
 SUPPORTED_MODULES = ("Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Identity",
                      "Flatten (first only)", "Unflatten (last only)")
@@ -27,16 +35,16 @@ CHECKPOINT_KEYS = ("state_dict", "model_state_dict")
 _MAX_KEYS_SHOWN = 20
 
 
-# --------------------------------------------------------------------- module -> Network
-def network_from_module(module: nn.Module) -> Network:
-    """A Network equal to an nn.Sequential of Linear layers, each followed by at most one
-    activation; anything the layer LPs cannot represent is refused with its path.
+# --------------------------------------------------------------------- module -> layers
+def layers_from_module(module: nn.Module) -> list[Layer]:
+    """The layers of a Network equal to an nn.Sequential of Linear layers, each followed by at
+    most one activation; anything the layer LPs cannot represent is refused with its path.
 
     Nested Sequentials are flattened; nn.Identity is a no-op and skipped; nn.Flatten may open
     and nn.Unflatten may close the model (image decoders) and are dropped.
     """
     if isinstance(module, nn.Linear):
-        return Network([Layer(_to_numpy(module.weight), _bias(module), Identity())])
+        return [Layer(_to_numpy(module.weight), _bias(module), Identity())]
     if not isinstance(module, nn.Module):
         raise InputError(f"module must be a torch.nn.Sequential; got {type(module).__name__}")
     if not isinstance(module, nn.Sequential):
@@ -67,7 +75,7 @@ def network_from_module(module: nn.Module) -> Network:
         layers.append(_layer(pending, Identity()))
     if not layers:
         raise UnsupportedLayerError("the Sequential holds no Linear layer")
-    return Network(layers)
+    return check_chain(layers)
 
 
 def _flatten(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
@@ -132,17 +140,15 @@ def _to_numpy(value: Any) -> Any:
     return value
 
 
-# --------------------------------------------------------------------- Network -> module
-def network_to_module(net: Network) -> nn.Sequential:
+# --------------------------------------------------------------------- layers -> module
+def module_from_layers(layers: Sequence[Layer]) -> nn.Sequential:
     """An nn.Sequential (float32, CPU) computing the same map, for use in PyTorch code.
 
-    Identity layers emit no activation module, which `network_from_module` reads back as
+    Identity layers emit no activation module, which `layers_from_module` reads back as
     identity, so the round trip keeps weights and activations.
     """
-    if not isinstance(net, Network):
-        raise InputError(f"net must be a layerinv.Network; got {type(net).__name__}")
     modules: list[nn.Module] = []
-    for i, layer in enumerate(net.layers):
+    for i, layer in enumerate(layers):
         linear = nn.Linear(layer.n_in, layer.n_out, bias=layer.bias is not None)
         with torch.no_grad():
             linear.weight.copy_(torch.from_numpy(layer.weight))
@@ -170,10 +176,11 @@ def _activation_module(act: Activation, index: int) -> nn.Module | None:
 
 
 # --------------------------------------------------------------------- state dicts
-def network_from_state_dict(state: str | os.PathLike[str] | Mapping[str, Any], *,
-                            layers: Sequence[str],
-                            activations: Sequence[str | Activation]) -> Network:
-    """A Network from named Linear weights in a checkpoint, e.g. the decoder of a larger model.
+def layers_from_state_dict(state: str | os.PathLike[str] | Mapping[str, Any], *,
+                          layers: Sequence[str],
+                          activations: Sequence[str | Activation]) -> list[Layer]:
+    """The layers of a Network from named Linear weights in a checkpoint, e.g. the decoder of a
+    larger model.
 
     `state` is a path to a torch.save file (loaded with weights_only=True, so a checkpoint that
     would run code is refused), a state dict, or a checkpoint dict holding one under
@@ -192,7 +199,7 @@ def network_from_state_dict(state: str | os.PathLike[str] | Mapping[str, Any], *
     built = [_state_layer(tensors, p, a, source, error)
              for p, a in zip(prefixes, acts, strict=True)]
     try:
-        return Network(built)
+        return check_chain(built)
     except InputError as exc:
         raise error(f"{source}: layers {prefixes}: {exc}") from None
 

@@ -17,8 +17,8 @@ import warnings
 
 from tqdm.auto import tqdm
 
-from ._validation import SEED, float_arg, int_arg
-from .exact import (
+from layerinv._validation import SEED, float_arg, int_arg
+from layerinv.exact import (
     DEFAULT_BOX,
     BoxWarning,
     PreimageResult,
@@ -150,14 +150,3 @@ def _sweep(args: argparse.Namespace) -> int:
                    f"{result.n_binaries:>11}")
         sys.stdout.flush()
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m layerinv.cli_hardness ...` (the same options, without the subcommand)."""
-    from .cli import main as layerinv_main
-
-    return layerinv_main(["hardness", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -78,11 +78,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._blas import one_torch_thread
-from ._validation import as_float_array, check_choice, check_finite, check_positive
-from .errors import InputError
-from .invert import Inversion
-from .network import Network
+from layerinv._blas import one_torch_thread
+from layerinv._validation import as_float_array, check_choice, check_finite, check_positive
+from layerinv.errors import InputError
+from layerinv.network import Network
+from layerinv.results import Inversion
 
 OPTIMIZERS = ("adam", "sgd")
 REDUCTIONS = ("mean", "sum")
@@ -554,7 +554,7 @@ class _StackedNetworks(nn.Module):
             if not same:
                 raise InputError(f"networks must share one architecture (widths, activations, "
                                  f"biases); network {b} is {net!r}, network 0 is {first!r}")
-        from .torch_io import _activation_module
+        from layerinv._torch_io import _activation_module
 
         self.count = len(networks)
         self.output_dim = first.output_dim

@@ -31,48 +31,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import lp
-from .activations import Band
-from .network import Layer
+from layerinv import _lp as lp
+from layerinv.activations import Band
+from layerinv.network import Layer
+from layerinv.results import LAYER_STATUSES, LayerReport
 
 METHODS = ("exact", "linf", "l1")
-LAYER_STATUSES = ("optimal", "not_unique", "not_realizable", "noise_bound_violated",
-                  "solver_error")
-
-
-@dataclass
-class LayerReport:
-    """What happened in one layer's inversion."""
-
-    layer: int
-    """Index of the layer in the network (0 = the one that takes z)."""
-    method: str
-    status: str
-    """One of LAYER_STATUSES."""
-    eps: float
-    """Achieved l_inf residual ||act(W h + b) - y||_inf in this layer's output space."""
-    objective: float
-    """The LP's optimal value (t for linf, sum of t_j for l1, 0 for least squares)."""
-    n_active: int
-    """Rows that pin the pre-activation (two-sided bands) in the final classification."""
-    n_inputs: int
-    unique: bool
-    """The pinned rows have full column rank: the layer's pre-image is locally unique."""
-    sigma_min: float
-    """Smallest singular value of the pinned rows (in output units); nan without certify."""
-    error_bound: float
-    """Certificate: ||h - h*||_inf <= min(sqrt(n_active) / sigma_min, ||W_A^+||_inf)
-    (eps + incoming), incoming bounding the error of this layer's observation (the second
-    term only where an LP formed W_A^+; ARCHITECTURE.md, "Certificates").
-    inf when not unique, nan without certify."""
-    error_estimate: float
-    """Typical size of ||h - h*||_inf, 2 eps max_i ||(W_A^+)_i||_2 (measured within a factor
-    1.5 of the true error on noisy 20 x 250 x 600 nets): the next layer's ambiguity threshold."""
-    solver: str
-    """'lstsq', 'ipm' or 'highs'."""
-    iterations: int
-    seconds: float
-    message: str = ""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .results import ResultsStore, TrialRow
+from layerinv.reproduction import registry
+from layerinv.reproduction.store import ResultsStore, TrialRow
 
 FIGURE_DIR = "figures"
 REPORT_MD = "REPORT.md"
@@ -97,7 +98,7 @@ def package_versions() -> dict[str, str]:
 
 def machine_info() -> dict[str, str]:
     """Where the report is rendered: platform, Python, CPUs."""
-    from .parallel import usable_cores
+    from layerinv._processes import usable_cores
 
     return {"platform": platform.platform(), "machine": platform.machine(),
             "processor": platform.processor() or "unknown",
@@ -121,13 +122,12 @@ def records(rows: Sequence[TrialRow]) -> list[dict[str, Any]]:
 def experiment_section(experiment: Any, rows: Sequence[TrialRow], out_dir: Path
                        ) -> tuple[str, list[str]]:
     """The Markdown of one experiment and the problems met (figures that failed...)."""
-    from .reproduce import call_optional, display_name
 
-    name = display_name(experiment)
+    name = registry.display_name(experiment)
     recs = records(rows)
     problems: list[str] = []
     lines = [f"## {getattr(experiment, 'TITLE', name)}", ""]
-    description = call_optional(experiment, "DESCRIPTION")
+    description = registry.call_optional(experiment, "DESCRIPTION")
     if description:
         lines += [str(description), ""]
     seconds = sum(r.seconds for r in rows)
@@ -137,7 +137,7 @@ def experiment_section(experiment: Any, rows: Sequence[TrialRow], out_dir: Path
         lines += [f"{len(batched)} of these trials ran in batches of up to {max(batched)} "
                   f"(one tensor for all of a batch's trials): each one's seconds are the "
                   f"batch's wall time divided by its size.", ""]
-    paper = call_optional(experiment, "PAPER")
+    paper = registry.call_optional(experiment, "PAPER")
     if paper:
         lines += [f"**Paper.** {paper}", ""]
     try:
@@ -190,7 +190,6 @@ def render(db: str | os.PathLike[str] | ResultsStore, out: str | os.PathLike[str
 
     `names` limits the report to those experiments (default: every experiment with rows).
     """
-    from .reproduce import ORDER, load_experiment
 
     store = db if isinstance(db, ResultsStore) else ResultsStore(db, create=False)
     try:
@@ -198,7 +197,8 @@ def render(db: str | os.PathLike[str] | ResultsStore, out: str | os.PathLike[str
         out_dir.mkdir(parents=True, exist_ok=True)
         stored = store.experiments()
         wanted = list(names) if names is not None else stored
-        ordered = [n for n in ORDER if n in wanted] + [n for n in wanted if n not in ORDER]
+        order = registry.names()
+        ordered = [n for n in order if n in wanted] + [n for n in wanted if n not in order]
         all_rows: list[TrialRow] = []
         sections, problems = [], []
         for name in ordered:
@@ -207,7 +207,7 @@ def render(db: str | os.PathLike[str] | ResultsStore, out: str | os.PathLike[str
                 continue
             all_rows += rows
             try:
-                experiment = load_experiment(name)
+                experiment = registry.load_experiment(name)
             except Exception as exc:
                 sections.append(f"## {name}\n\n{len(rows)} trials recorded, but this layerinv "
                                 f"has no experiment {name!r} to report them ({exc}).\n")

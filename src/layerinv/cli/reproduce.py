@@ -2,8 +2,7 @@
 
 `add_parsers(subparsers)` registers both on the main parser's sub-command action; each sets
 `run` to a function taking the parsed arguments and returning the exit status (0 done, 1 some
-trials raised an error, 130 interrupted: run again to resume). `python -m layerinv.cli_reproduce`
-runs them on their own.
+trials raised an error, 130 interrupted: run again to resume).
 
 Ctrl-C: the first stops the run (its workers end at once, every stored trial is counted from
 the file, exit 130); later ones are ignored until the command has ended (`first_ctrl_c_stops`).
@@ -18,19 +17,18 @@ import argparse
 import contextlib
 import os
 import signal
-import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, LayerinvError
+from layerinv.errors import InputError, LayerinvError
 
 CHOICES = ("success-vs-k", "noise", "mnist", "sensing", "timing", "all")
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
-    from .reproduce import DEFAULT_DB, DEFAULT_OUT
+    from layerinv.reproduction.run import DEFAULT_DB, DEFAULT_OUT
 
     p = subparsers.add_parser(
         "reproduce", help="run the paper's experiments into a results file and report them",
@@ -67,7 +65,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import run_experiments
+    from layerinv.reproduction.run import run_experiments
 
     if args.trials is not None and args.trials < 1:
         raise InputError(f"--trials must be >= 1; got {args.trials}")
@@ -160,9 +158,9 @@ def first_ctrl_c_stops() -> Iterator[None]:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .report import render
-    from .reproduce import terminal_summary
-    from .results import ResultsStore
+    from layerinv.reproduction.report import render
+    from layerinv.reproduction.run import terminal_summary
+    from layerinv.reproduction.store import ResultsStore
 
     check_report_folder(args.out)
     with ResultsStore(args.db, readonly=True) as store:  # a run may be writing it
@@ -180,14 +178,3 @@ def run_report(args: argparse.Namespace) -> int:
             print()
     print(f"report: {path} and {path.parent / 'report.html'}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m layerinv.cli_reproduce reproduce|report ...`: the same as `layerinv ...`."""
-    from .cli import main as layerinv_main
-
-    return layerinv_main(argv)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

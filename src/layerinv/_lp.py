@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.linalg import blas, lapack
 
-from ._blas import on_one_thread
-from .activations import Band
+from layerinv._blas import on_one_thread
+from layerinv.activations import Band
 
 if TYPE_CHECKING:
     import highspy
@@ -700,7 +700,7 @@ def solve_cvxopt(problem: LayerLP) -> LPResult:
         from cvxopt import matrix as cvx_matrix
         from cvxopt import solvers
     except ImportError:
-        from .errors import InputError
+        from layerinv.errors import InputError
 
         raise InputError("solver='cvxopt' needs the cvxopt package: pip install cvxopt") from None
     started = time.perf_counter()

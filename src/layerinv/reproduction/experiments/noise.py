@@ -74,7 +74,7 @@ def cost(params: dict[str, Any]) -> float:
 
 def shared(quick: bool) -> dict[str, Any]:
     """The MNIST generator, loaded once per run and sent once to each worker."""
-    from ..pretrained import mnist_generator
+    from layerinv.pretrained import mnist_generator
 
     return {"mnist": mnist_generator("relu")}
 
@@ -82,7 +82,7 @@ def shared(quick: bool) -> dict[str, Any]:
 def instance(params: dict[str, Any], shared_objects: dict[str, Any] | None
              ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
     """(net, z*, G(z*), e) of a trial."""
-    from ..network import random_network
+    from layerinv.network import random_network
 
     name = params["network"]
     j = NETWORKS.index(name)
@@ -92,7 +92,7 @@ def instance(params: dict[str, Any], shared_objects: dict[str, Any] | None
         net = random_network(list(RANDOM_WIDTHS), "relu", seed=rng)
     else:
         if shared_objects is None or "mnist" not in shared_objects:
-            from ..pretrained import mnist_generator
+            from layerinv.pretrained import mnist_generator
 
             net = mnist_generator("relu")
         else:
@@ -110,7 +110,7 @@ def instance(params: dict[str, Any], shared_objects: dict[str, Any] | None
 
 
 def run_trial(params: dict[str, Any], shared: Any = None) -> dict[str, Any]:
-    from ..invert import invert
+    from layerinv._walk import invert
 
     net, z, clean, e = instance(params, shared)
     x = clean + e
@@ -168,7 +168,7 @@ def theorem_c(members: list[dict[str, Any]]) -> float:
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
-    from ..report import markdown_table
+    from layerinv.reproduction.report import markdown_table
 
     groups = _groups(rows)
     levels = sorted({float(r["level"]) for r in rows})
@@ -194,7 +194,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
 
 
 def figures(rows: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
-    from ..report import pyplot, save_figure
+    from layerinv.reproduction.report import pyplot, save_figure
 
     plt = pyplot()
     groups = _groups(rows)

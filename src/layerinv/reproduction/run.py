@@ -1,45 +1,11 @@
-"""Reproduce the paper with one command: the experiment registry and the orchestration.
+"""Reproduce the paper with one command: plan, run and store the experiments' trials.
 
-An **experiment** is a module (or any object) with:
-
-- `NAME` (str), `TITLE` (str), `DESCRIPTION` and `PAPER` (str or a function returning one: what
-  is run, and the paper's own numbers), `TIMING_FIELDS` (metric names that are wall-clock
-  times: they differ from run to run and are left out when rows are compared);
-- `grid(quick: bool, trials: int | None) -> list[dict]`: the trials, each a dict of
-  JSON-serialisable parameters including its `method` and `seed`; `trials` overrides the count
-  per grid point; the quick grid is a subset of the full one (same keys), so a quick run is the
-  start of a full run in the same results file;
-- `run_trial(params, shared) -> dict`: the metrics of one trial, a function of `params` only
-  (seeded from them, never from the worker or the order);
-- optionally `shared(quick) -> object`, built once per run and sent once to each worker (a
-  network, a data set), and `cost(params) -> float`, the estimated seconds of a trial (for
-  chunking trials into tasks);
-- optionally batches: `batch_key(params) -> hashable | None`, `run_batch(params_list,
-  shared) -> list[dict]` and `BATCH_SIZE` (int). Missing trials of one experiment with the
-  same non-None key are grouped, in grid order, into batches of at most BATCH_SIZE, and each
-  batch is one `run_batch` call returning one metrics dict per trial, in order (gradient
-  descent runs every trial of a batch in one tensor). The store still gets one row per
-  trial, and resuming is unchanged: a partly stored grid cell makes a smaller batch of its
-  missing trials. For that, a trial's metrics must not depend on which trials share its
-  batch (`run_trial` of that trial alone must give the same, timing fields aside; the tests
-  check it bitwise). A batched trial's `seconds` (the row's wall time) is the batch's wall
-  time divided by its size, and its versions say so: `batch` (the size) and `seconds` (a
-  sentence); the report repeats it;
-- optionally `EXCLUSIVE = True`: its trials run after all the others, one at a time in this
-  process (never beside another trial, whatever `workers` is), for clean wall-clock times;
-- `figures(rows, out_dir) -> list[Path]`, `summary(rows) -> str` (a Markdown table) and
-  `verdict(rows) -> str` (one sentence against the paper, computed from the rows), where each
-  row is a dict of the trial's parameters and metrics plus `trial_seconds`.
-
-`EXPERIMENTS` maps each name to an import reference, 'package.module' or 'package.module:attr',
-so that worker processes (local or on a Dask cluster) find the experiment by name; `register`
-adds one. The MNIST and compressed-sensing experiments are adapters defined here around
-`layerinv.experiments.mnist` and `layerinv.experiments.sensing`.
+The experiments and what each must provide are in `registry`.
 
 `run_experiments(...)` is what `layerinv reproduce` runs: it opens (or creates) the results file
 (a file that is not ours is refused before anything runs), skips the trials already stored,
 groups the rest into units (batches or single trials, `make_units`), runs them through
-`layerinv.parallel.map_trials` (`execute_unit`) in a shuffled (seeded) order so the progress
+`parallel.map_trials` (`execute_unit`) in a shuffled (seeded) order so the progress
 bar's ETA reflects the mix of cheap and costly trials, then the EXCLUSIVE experiments' trials
 in this process, stores each trial as it finishes, then renders the report and prints each
 experiment's summary table and verdict.
@@ -63,100 +29,21 @@ import random
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from .errors import InputError, LayerinvError
-from .results import ResultsStore, to_jsonable, trial_key
+from layerinv.errors import InputError, LayerinvError
+from layerinv.reproduction.registry import display_name, load_experiment, resolve_names
+from layerinv.reproduction.store import ResultsStore, to_jsonable, trial_key
+from layerinv.results import GRADIENT_METHODS
 
 DEFAULT_DB = "layerinv-results.sqlite"
 DEFAULT_OUT = "layerinv-report"
-EXPERIMENTS: dict[str, str] = {
-    "success-vs-k": "layerinv.experiments.success_vs_k",
-    "noise": "layerinv.experiments.noise",
-    "mnist": "layerinv.reproduce:MNIST",
-    "sensing": "layerinv.reproduce:SENSING",
-    "timing": "layerinv.experiments.timing",
-}
-ORDER: tuple[str, ...] = tuple(EXPERIMENTS)
 SHUFFLE_SEED = 0
 EXIT_INTERRUPTED = 130
-
-
-# ------------------------------------------------------------------------------ registry
-def register(name: str, reference: str) -> None:
-    """Add an experiment: `reference` is 'package.module' or 'package.module:attribute'.
-
-    Workers import it by that reference, so it must be importable there too (a module of an
-    installed package, not a script's __main__).
-    """
-    global ORDER
-    EXPERIMENTS[name] = reference
-    if name not in ORDER:
-        ORDER = (*ORDER, name)
-
-
-def load_experiment(name: str) -> Any:
-    """The experiment object (module or adapter) registered under `name`."""
-    if name not in EXPERIMENTS:
-        raise InputError(f"experiment must be one of {', '.join(EXPERIMENTS)}; got {name!r}")
-    reference = EXPERIMENTS[name]
-    module_name, _, attribute = reference.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, attribute) if attribute else module
-
-
-def available(name: str) -> tuple[bool, str]:
-    """(True, '') if the experiment can run here, else (False, why)."""
-    try:
-        experiment = load_experiment(name)
-    except ImportError as exc:
-        return False, f"{type(exc).__name__}: {exc}"
-    check = getattr(experiment, "available", None)
-    if callable(check):
-        return check()
-    return True, ""
-
-
-def display_name(experiment: Any) -> str:
-    return str(getattr(experiment, "NAME", None) or getattr(experiment, "name", "?"))
-
-
-def call_optional(experiment: Any, attribute: str, *args: Any) -> Any:
-    """An experiment's attribute, called with `args` if it is a function; None if absent."""
-    value = getattr(experiment, attribute, None)
-    return value(*args) if callable(value) else value
-
-
-def timing_fields(name: str) -> tuple[str, ...]:
-    """The metric names of an experiment that are wall-clock times."""
-    return tuple(getattr(load_experiment(name), "TIMING_FIELDS", ("seconds",)))
-
-
-def resolve_names(names: Iterable[str]) -> tuple[list[str], list[str]]:
-    """(names to run, notes on skipped ones); 'all' means every experiment that can run."""
-    wanted: list[str] = []
-    notes: list[str] = []
-    for name in names:
-        if name == "all":
-            for candidate in ORDER:
-                ok, why = available(candidate)
-                if ok:
-                    wanted.append(candidate)
-                else:
-                    notes.append(f"{candidate}: skipped, not available here ({why})")
-        elif name not in EXPERIMENTS:
-            raise InputError(f"experiment must be one of {', '.join(EXPERIMENTS)} or 'all'; "
-                             f"got {name!r}")
-        else:
-            ok, why = available(name)
-            if not ok:
-                raise InputError(f"experiment {name!r} is not available here: {why}")
-            wanted.append(name)
-    return list(dict.fromkeys(wanted)), notes
 
 
 # ------------------------------------------------------------------------------ workers
@@ -167,7 +54,7 @@ def worker_versions() -> dict[str, Any]:
     """Versions and platform of the process running a trial (cached per process)."""
     global _VERSIONS
     if _VERSIONS is None:
-        from .report import package_versions
+        from layerinv.reproduction.report import package_versions
 
         packages = package_versions()
         _VERSIONS = {name: packages[name] for name in ("layerinv", "numpy", "scipy",
@@ -305,7 +192,6 @@ def plan(names: Sequence[str], quick: bool, trials: int | None,
     return grids
 
 
-GRADIENT_METHODS = ("gd", "lp+gd")
 
 
 def needs_torch(experiment: Any, params: dict[str, Any]) -> bool:
@@ -322,7 +208,7 @@ def without_torch(names: Sequence[str], quick: bool, trials: int | None,
                   ) -> tuple[Callable[[str, dict[str, Any]], bool] | None, str]:
     """Where PyTorch cannot be imported: a `select` that leaves out the trials needing it,
     and the one line saying so (else `select` unchanged and '')."""
-    from .report import TORCH_NOT_RUN, torch_missing
+    from layerinv.reproduction.report import TORCH_NOT_RUN, torch_missing
 
     if torch_missing() is None:
         return select, ""
@@ -369,7 +255,7 @@ def run_experiments(names: Sequence[str] = ("all",), *, quick: bool = False,
     select : keep only the trials for which select(name, params) is true (tests, debugging)
     stream : where to print (default sys.stdout)
     """
-    from .parallel import map_trials
+    from layerinv.reproduction.parallel import map_trials
 
     stream = sys.stdout if stream is None else stream
 
@@ -421,7 +307,7 @@ def run_experiments(names: Sequence[str] = ("all",), *, quick: bool = False,
             say(f"{len(result.failed)} trials raised an error and were not stored "
                 f"(first: {result.failed[0][0]} {result.failed[0][1]}: {result.failed[0][2]})")
         if out is not None:
-            from .report import render
+            from layerinv.reproduction.report import render
 
             result.report = render(store, out)
         for name in chosen:
@@ -444,7 +330,7 @@ def _run_tasks(tasks: list[tuple[str, dict[str, Any]]], store: ResultsStore, res
                say: Callable[[str], None], map_trials: Callable[..., Any]) -> None:
     from tqdm.auto import tqdm
 
-    from .parallel import local_workers
+    from layerinv._processes import local_workers
 
     experiments = {name: load_experiment(name) for name in dict.fromkeys(n for n, _ in tasks)}
     # Batches are formed in grid order (a cell's trials together), then shuffled as units.
@@ -522,7 +408,7 @@ def _count_done(store: ResultsStore, grids: dict[str, list[dict[str, Any]]]) -> 
 
 
 def terminal_summary(store: ResultsStore, name: str) -> str:
-    from .report import records
+    from layerinv.reproduction.report import records
 
     experiment = load_experiment(name)
     rows = records(store.rows(name))
@@ -548,13 +434,14 @@ class _ModuleAdapter:
     QUICK_TRIALS = 0
 
     def _module(self) -> Any:
-        return importlib.import_module(f"layerinv.experiments.{self.MODULE}")
+        return importlib.import_module(f"layerinv.reproduction.experiments.{self.MODULE}")
 
     def available(self) -> tuple[bool, str]:
         try:
             self._module()
         except ImportError as exc:
-            return False, f"layerinv.experiments.{self.MODULE} cannot be imported: {exc}"
+            return False, (f"layerinv.reproduction.experiments.{self.MODULE} cannot be imported: "
+                           f"{exc}")
         return True, ""
 
     def _count(self, quick: bool, trials: int | None) -> int:
@@ -562,7 +449,7 @@ class _ModuleAdapter:
 
 
 class MnistExperiment(_ModuleAdapter):
-    """MNIST denoising and inpainting (paper section 5) through `layerinv.experiments.mnist`.
+    """MNIST denoising and inpainting (paper section 5) through `experiments.mnist`.
 
     One trial = one (generator, task, z* source, method, instance). Instance i is instance i
     of `mnist.make_instances(..., seed=seed)`, so a row equals the same instance's row of
@@ -636,7 +523,7 @@ class MnistExperiment(_ModuleAdapter):
         return tuple(sorted((k, v) for k, v in params.items() if k != "instance"))
 
     def shared(self, quick: bool) -> dict[str, Any]:
-        from .pretrained import mnist_digits, mnist_encoder, mnist_generator
+        from layerinv.pretrained import mnist_digits, mnist_encoder, mnist_generator
 
         digits = mnist_digits()
         kinds = ("relu",) if quick else self.KINDS
@@ -678,7 +565,7 @@ class MnistExperiment(_ModuleAdapter):
                   ) -> list[dict[str, Any]]:
         """Trials of one setting and method (instances differ) in one `run_instances` call:
         the gradient methods run all of them in one tensor, the others one by one."""
-        from ._blas import one_torch_thread
+        from layerinv._blas import one_torch_thread
 
         m = self._module()
         first = batch[0]
@@ -719,7 +606,7 @@ class MnistExperiment(_ModuleAdapter):
         return sorted(rows, key=key)
 
     def summary(self, rows: list[dict[str, Any]]) -> str:
-        from .report import not_run
+        from layerinv.reproduction.report import not_run
 
         m = self._module()
         table = m.format_summary(m.summarise(self._sorted(rows)))
@@ -785,7 +672,7 @@ class MnistExperiment(_ModuleAdapter):
                                  min(gd["psnr"], self.EXACT_DB)))
         if not compared:
             if rows and not any(r["method"] == "gd" for r in rows):
-                from .report import not_run
+                from layerinv.reproduction.report import not_run
 
                 return (f"Gradient descent: {not_run()}, so the l_inf LP has nothing to be "
                         f"compared with here (the paper sets the two side by side).")
@@ -836,7 +723,7 @@ class MnistExperiment(_ModuleAdapter):
 
 class SensingExperiment(_ModuleAdapter):
     """Compressed sensing with the LP as projection (an extension: CSGM, Bora et al. 2017),
-    through `layerinv.experiments.sensing.run`, one (network, m, method, instance) per trial.
+    through `experiments.sensing.run`, one (network, m, method, instance) per trial.
 
     Instance i of a network runs `sensing.run([network], ms=[m], methods=[method], instances=1,
     seed=s_i)` with s_i = SeedSequence([seed, j, i]).generate_state(1)[0] (j = 0 mnist,
@@ -881,12 +768,12 @@ class SensingExperiment(_ModuleAdapter):
         return {"gd": 1.5, "pgd-plain": 3.0, "pgd": 0.5}.get(params["method"], 0.05)
 
     def shared(self, quick: bool) -> dict[str, Any]:
-        from .pretrained import mnist_generator
+        from layerinv.pretrained import mnist_generator
 
         return {"mnist": mnist_generator("relu")}
 
     def run_trial(self, params: dict[str, Any], shared: Any = None) -> dict[str, Any]:
-        from ._blas import one_torch_thread
+        from layerinv._blas import one_torch_thread
 
         s = self._module()
         network = params["network"]
@@ -907,7 +794,7 @@ class SensingExperiment(_ModuleAdapter):
         return metrics
 
     def summary(self, rows: list[dict[str, Any]]) -> str:
-        from .report import not_run
+        from layerinv.reproduction.report import not_run
 
         s = self._module()
         table = s.format_markdown(s.summarise(rows))
@@ -935,7 +822,7 @@ class SensingExperiment(_ModuleAdapter):
                 rows_m = [r for r in mine if r["method"] == method]
                 if not rows_m:
                     if method == "gd" and mine:
-                        from .report import not_run
+                        from layerinv.reproduction.report import not_run
 
                         clauses.append(f"gradient descent: {not_run()}")
                     continue

@@ -47,10 +47,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import InputError
-from ..measurements import Gaussian, GaussianNoise
-from ..network import Network, random_network
-from ..reconstruct import reconstruct
+from layerinv._reconstruct import reconstruct
+from layerinv.errors import InputError
+from layerinv.measurements import Gaussian, GaussianNoise
+from layerinv.network import Network, random_network
 
 METHODS = ("pgd", "pgd-plain", "gd", "lstsq")
 NETWORKS = ("mnist", "random")
@@ -126,7 +126,7 @@ def _networks(networks: Sequence[str] | Mapping[str, Network]) -> dict[str, Netw
     out = {}
     for name in networks:
         if name == "mnist":
-            from ..pretrained import mnist_generator
+            from layerinv.pretrained import mnist_generator
 
             out[name] = mnist_generator("relu")
         elif name == "random":

@@ -12,8 +12,9 @@ from typing import NoReturn
 
 import numpy as np
 
-from . import __version__
-from ._validation import (
+from layerinv._layer_inversion import METHODS
+from layerinv._lp import SOLVERS
+from layerinv._validation import (
     SEED,
     check_distinct,
     float_arg,
@@ -23,16 +24,15 @@ from ._validation import (
     save_npy,
     write_output,
 )
-from .activations import Activation, get_activation, split_name
-from .cli_hardness import add_parser as add_hardness_parser
-from .cli_mnist import add_parsers as add_mnist_parsers
-from .cli_reconstruct import add_parser as add_reconstruct_parser
-from .cli_reproduce import add_parsers as add_reproduce_parsers
-from .errors import InputError, LayerinvError, is_usage_error
-from .invert import ALL_METHODS, invert
-from .layer import METHODS
-from .lp import SOLVERS
-from .network import Network, random_network
+from layerinv._version import __version__
+from layerinv._walk import ALL_METHODS, invert
+from layerinv.activations import Activation, get_activation, split_name
+from layerinv.cli.hardness import add_parser as add_hardness_parser
+from layerinv.cli.mnist import add_parsers as add_mnist_parsers
+from layerinv.cli.reconstruct import add_parser as add_reconstruct_parser
+from layerinv.cli.reproduce import add_parsers as add_reproduce_parsers
+from layerinv.errors import InputError, LayerinvError, is_usage_error
+from layerinv.network import Network, random_network
 
 EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
 
@@ -155,7 +155,7 @@ def _run_invert(args: argparse.Namespace) -> int:
     save_npy(out, result.z, "--out")
     if args.method in ("gd", "lp+gd"):
         # Gradient results: stop reasons, fit and a shared-out time (see gradient.summary).
-        from .gradient import summary, summary_line
+        from layerinv._gradient import summary, summary_line
 
         if not args.quiet:
             print(summary(result, x))

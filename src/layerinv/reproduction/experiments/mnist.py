@@ -40,11 +40,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..datasets import IMAGE_SIDE, IMAGE_SIZE
-from ..errors import InputError
-from ..invert import Inversion, invert
-from ..network import Layer, Network
-from ..pretrained import Encoder, mnist_digits, mnist_encoder, mnist_generator
+from layerinv._walk import Inversion, invert
+from layerinv.datasets import IMAGE_SIDE, IMAGE_SIZE
+from layerinv.errors import InputError
+from layerinv.network import Layer, Network
+from layerinv.pretrained import Encoder, mnist_digits, mnist_encoder, mnist_generator
+from layerinv.results import GRADIENT_METHODS
 
 METHODS = ("linf", "l1", "gd", "lp+gd", "encoder")
 SOURCES = ("gaussian", "digit")
@@ -190,14 +191,13 @@ def psnr(estimate: np.ndarray, reference: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
 
 
-GRADIENT_METHODS = ("gd", "lp+gd")
 
 
 def _estimate_gradient(method: str, net: Network, instances: Sequence[Instance]
                        ) -> list[tuple[np.ndarray, str, float]]:
     """(z_hat, status, seconds) per instance of a gradient method, all instances in one
     tensor; seconds = the gradient stage's wall time / n (+ the instance's LP time)."""
-    from ..gradient import gradient_descent, refine
+    from layerinv._gradient import gradient_descent, refine
 
     observed = np.stack([instance.keep for instance in instances])
     x = np.where(observed, np.stack([instance.observation for instance in instances]), 0.0)

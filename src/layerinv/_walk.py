@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._blas import single_threaded_blas
-from ._validation import check_batch, check_choice, check_positive
-from .errors import InputError
-from .layer import METHODS, LayerOptions, LayerReport, invert_layer
-from .lp import SOLVERS
-from .network import Network
-
-STATUSES = ("solver_error", "fit_lost", "noise_bound_violated", "not_realizable",
-            "not_unique", "optimal")
-"""A sample's status, worst first: the worst of its layers' statuses (layer.LAYER_STATUSES),
-or 'fit_lost' where the returned z does not keep the output layer's fit (see `Inversion`)."""
+from layerinv._blas import single_threaded_blas
+from layerinv._layer_inversion import METHODS, LayerOptions, invert_layer
+from layerinv._lp import SOLVERS
+from layerinv._validation import check_batch, check_choice, check_positive
+from layerinv.errors import InputError
+from layerinv.network import Network
+from layerinv.results import GRADIENT_METHODS, STATUSES, Inversion, LayerReport
 
 # The walk keeps its fit when ||G(z) - x||_inf <= FIT_FACTOR * eps + FIT_FLOOR * max|x|, eps
 # the output layer's fit. The floor is solver accuracy: interior-point answers are accurate to
@@ -34,108 +29,6 @@ FIT_FACTOR = 10.0
 FIT_FLOOR = 1e-6
 
 
-@dataclass
-class Inversion:
-    """The result of `invert`, modelled on scipy.optimize.OptimizeResult.
-
-    For a single observation (shape (n,)) `z` has shape (k,), `success` is a bool, `status` a
-    str and `layers` a list of LayerReport; for a batch (B, n) they gain a leading batch axis.
-    """
-
-    z: np.ndarray
-    success: np.ndarray | bool
-    status: np.ndarray | str
-    """LP methods, one of STATUSES. Except for 'fit_lost' and 'solver_error', each promises
-    that z keeps the output layer's fit: ||G(z) - x||_inf <= FIT_FACTOR (10) eps + FIT_FLOOR
-    (1e-6) max|x|, eps the last layer's residual (`layers[-1].eps`), checked on the z
-    returned.
-    'optimal': every layer solved and uniquely invertible. 'not_unique': some layer's
-    pre-image is not unique; z is one of them. 'not_realizable': the exact method on data
-    outside the range; z is the l_inf fit. 'noise_bound_violated': the observation provably
-    contradicts the stated noise bound; z is the fit found as if no bound had been stated.
-    'fit_lost': ||G(z) - x|| breaks that promise (a non-unique layer handed down a point the
-    layers below cannot produce); each layer's own status stays in `layers`. 'solver_error'.
-    Gradient methods: the stop reason, one of gradient.GD_STATUSES ('converged', 'stalled',
-    'diverged', 'max_steps'), and `success` is judged on the fit."""
-    layers: list = field(repr=False)
-    """Per sample, the LayerReport of each layer in network order (layer 0 takes z); empty for
-    'gd', the LP's reports for 'lp+gd'."""
-    residual: np.ndarray | float
-    """||G(z) - x||_inf per sample (in measurement space when a measurement was given)."""
-    seconds: float
-    method: str
-    history: list | np.ndarray | None = field(default=None, repr=False)
-    """Gradient methods: the loss at each step, per sample (one array for a single
-    observation); None for the LPs."""
-
-    @property
-    def certified(self) -> np.ndarray | bool:
-        """True where every layer is uniquely invertible with a computed sigma_min > 0."""
-        def one(reports: list[LayerReport]) -> bool:
-            # No reports (gradient methods): nothing was certified.
-            return bool(reports) and all(r.unique and r.sigma_min > 0 for r in reports)
-
-        if isinstance(self.status, str):
-            return one(self.layers)
-        return np.array([one(reports) for reports in self.layers], dtype=bool)
-
-    @property
-    def error_bound(self) -> np.ndarray | float:
-        """Certified bound on ||z - z*||_inf (the first layer's error_bound); see LayerReport."""
-        def first(reports: list[LayerReport]) -> float:
-            return reports[0].error_bound if reports else float("nan")  # nan: no certificate
-
-        if isinstance(self.status, str):
-            return first(self.layers)
-        return np.array([first(reports) for reports in self.layers])
-
-    @property
-    def eps(self) -> np.ndarray:
-        """Achieved l_inf residual per layer: shape (d,) or (B, d)."""
-        return self._per_layer("eps")
-
-    @property
-    def layer_seconds(self) -> np.ndarray:
-        return self._per_layer("seconds")
-
-    def _per_layer(self, name: str) -> np.ndarray:
-        single = isinstance(self.status, str)
-        rows = [self.layers] if single else self.layers
-        table = np.array([[getattr(r, name) for r in reports] for reports in rows])
-        return table[0] if single else table
-
-    def summary(self) -> str:
-        """A short text table: per sample, status, eps per layer and seconds."""
-        single = isinstance(self.status, str)
-        statuses = [self.status] if single else list(self.status)
-        reports = [self.layers] if single else self.layers
-        residuals = np.atleast_1d(self.residual)
-        lines = [f"method={self.method}  samples={len(statuses)}  seconds={self.seconds:.3f}",
-                 f"{'sample':>6}  {'status':<20} {'residual':>10}  eps per layer (0 = first)"
-                 f"  seconds"]
-        seconds = self.sample_seconds()
-        for i, (status, layer_reports) in enumerate(zip(statuses, reports, strict=True)):
-            eps = " ".join(f"{r.eps:.2e}" for r in layer_reports)
-            lines.append(f"{i:>6}  {status:<20} {residuals[i]:>10.2e}  {eps}  {seconds[i]:.4f}")
-        return "\n".join(lines)
-
-    def sample_seconds(self) -> np.ndarray:
-        """Seconds per sample, shape (B,) ((1,) for one observation).
-
-        LP methods: the sample's own layer times. Gradient methods run every sample in one
-        tensor, so no sample has a time of its own: each gets an equal share of the call's
-        wall time beyond the samples' own LP layer times ('lp+gd'), and the shares add up to
-        `seconds`.
-        """
-        reports = [self.layers] if isinstance(self.status, str) else list(self.layers)
-        own = np.array([sum(r.seconds for r in layer_reports) for layer_reports in reports])
-        if self.method not in GRADIENT_METHODS:
-            return own
-        rest = max(0.0, float(self.seconds) - float(own.sum()))
-        return own + rest / len(reports)
-
-
-GRADIENT_METHODS = ("gd", "lp+gd")
 ALL_METHODS = (*METHODS, *GRADIENT_METHODS)
 
 
@@ -217,7 +110,7 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
         bar.update()
         return answer
 
-    from .parallel import resolve_workers
+    from layerinv._processes import resolve_workers
 
     jobs = 1 if n_jobs is None else min(resolve_workers(n_jobs), len(batch))
     with single_threaded_blas(), bar:
@@ -245,7 +138,7 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
 def _invert_by_gradient(net: Network, x: object, method: str, progress: bool | None,
                         gd_options: dict[str, Any], **lp_options: Any) -> Inversion:
     # Imported here: the gradient module needs PyTorch, which the LP methods do not.
-    from .gradient import check_options, invert_gd, refine
+    from layerinv._gradient import check_options, invert_gd, refine
 
     check_options(gd_options)  # an unknown option is an InputError before any work
     if method == "gd":
@@ -268,12 +161,12 @@ def _invert_in_processes(net: Network, batch: np.ndarray, options: LayerOptions,
     Scripts that call this must guard their entry point (`if __name__ == "__main__":`), as
     every forkserver/spawn pool requires.
     """
-    from .parallel import map_trials
+    from layerinv._processes import map_local
 
     shared = (net, batch, options, noise, bounds)
     answers: dict[int, tuple[np.ndarray, list[LayerReport]]] = {}
-    for index, answer in map_trials(_invert_indexed, range(1, len(batch)), shared, jobs,
-                                    cost=lambda _: per_sample, min_parallel_seconds=4.0):
+    for index, answer in map_local(_invert_indexed, range(1, len(batch)), shared, jobs,
+                                   cost=lambda _: per_sample, min_parallel_seconds=4.0):
         answers[index] = answer
         bar.update()
     return [answers[i] for i in range(1, len(batch))]

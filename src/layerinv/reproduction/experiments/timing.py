@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import success_vs_k
+from layerinv.reproduction.experiments import success_vs_k
 
 NAME = "timing"
 TITLE = "CPU time per inversion (paper Table 1)"
@@ -70,20 +70,20 @@ def cost(params: dict[str, Any]) -> float:
 
 
 def shared(quick: bool) -> dict[str, Any]:
-    from ..pretrained import mnist_generator
+    from layerinv.pretrained import mnist_generator
 
     return {"mnist": mnist_generator("relu")}
 
 
 def run_trial(params: dict[str, Any], shared: Any = None) -> dict[str, Any]:
-    from ..network import random_network
+    from layerinv.network import random_network
 
     net_name = params["net"]
     if net_name == "mnist":
         if shared is not None and "mnist" in shared:
             net = shared["mnist"]
         else:
-            from ..pretrained import mnist_generator
+            from layerinv.pretrained import mnist_generator
 
             net = mnist_generator("relu")
         k = net.input_dim
@@ -122,7 +122,7 @@ def _label(net: str) -> str:
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
-    from ..report import markdown_table, not_run
+    from layerinv.reproduction.report import markdown_table, not_run
 
     data = table(rows)
     header = ["net", "trials", "l_inf LP s (ours)", "l_1 LP s (ours)", "GD s (ours)",
@@ -152,7 +152,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
 
 
 def figures(rows: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
-    from ..report import pyplot, save_figure
+    from layerinv.reproduction.report import pyplot, save_figure
 
     data = table(rows)
     ks = [k for k in K_VALUES if f"k={k}" in data]
@@ -192,7 +192,7 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     if gd:
         parts.append(f"gradient descent {min(gd):.2f}-{max(gd):.2f} s against {PAPER_GD} s")
     elif parts:
-        from ..report import not_run
+        from layerinv.reproduction.report import not_run
 
         parts.append(f"gradient descent: {not_run()}")
     if not parts:

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._validation import SEED, check_distinct, float_arg, int_arg, output_path, write_output
-from .errors import InputError
+from layerinv._validation import SEED, check_distinct, float_arg, int_arg, output_path, write_output
+from layerinv.errors import InputError
 
 KINDS = ("relu", "leaky_relu")
 METHODS = ("linf", "l1", "gd", "lp+gd", "encoder")
@@ -84,7 +84,7 @@ def _add_mnist(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train_mnist(args: argparse.Namespace) -> int:
-    from .train import train_mnist  # PyTorch is imported here only
+    from layerinv.reproduction.train import train_mnist  # PyTorch is imported here only
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise InputError(f"--out: {args.out!r} is a file; expected a folder to write the "
@@ -103,7 +103,7 @@ def run_train_mnist(args: argparse.Namespace) -> int:
 
 
 def run_mnist(args: argparse.Namespace) -> int:
-    from .experiments import mnist
+    from layerinv.reproduction.experiments import mnist
 
     # Checked before the run: both are written only at its end. Missing folders are created.
     figure = None if args.figure is None else output_path(args.figure, "--figure",

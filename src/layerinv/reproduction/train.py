@@ -42,11 +42,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__
-from .datasets import IMAGE_SIZE, load_mnist
-from .errors import InputError
-from .network import Network
-from .torch_io import network_from_module
+from layerinv._version import __version__
+from layerinv.datasets import IMAGE_SIZE, load_mnist
+from layerinv.errors import InputError
+from layerinv.network import Network
 
 KINDS = ("relu", "leaky_relu")
 LATENT_DIM = 20
@@ -148,7 +147,7 @@ def train_vae(images: np.ndarray, kind: str = "relu", *, epochs: int | None = No
     bar.close()
     config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "beta": beta, "seed": seed,
               "optimizer": "Adam (betas 0.9, 0.999)", "training_digits": n}
-    return TrainedVAE(kind, network_from_module(decoder), network_from_module(encoder),
+    return TrainedVAE(kind, Network.from_torch(decoder), Network.from_torch(encoder),
                       history, config, time.perf_counter() - started)
 
 

@@ -95,8 +95,8 @@ def batch_key(params: dict[str, Any]) -> tuple | None:
 
 def instance(params: dict[str, Any]) -> tuple[Any, np.ndarray, np.ndarray]:
     """(net, z*, x) of a trial; the same for every method."""
-    from ..activations import LeakyReLU, ReLU
-    from ..network import random_network
+    from layerinv.activations import LeakyReLU, ReLU
+    from layerinv.network import random_network
 
     act = params["activation"]
     k, hidden, output = int(params["k"]), int(params["hidden"]), int(params["output"])
@@ -124,9 +124,9 @@ def run_trial(params: dict[str, Any], shared: Any = None) -> dict[str, Any]:
 def run_batch(batch: list[dict[str, Any]], shared: Any = None) -> list[dict[str, Any]]:
     """Gradient-descent trials of one cell in one call: every trial's own net and x, all
     restarts of all trials in one tensor (`gradient_descent` on a list of networks)."""
-    from .._blas import one_torch_thread
-    from ..errors import InputError
-    from ..gradient import gradient_descent
+    from layerinv._blas import one_torch_thread
+    from layerinv._gradient import gradient_descent
+    from layerinv.errors import InputError
 
     if any(p["method"] != "gd" for p in batch):
         raise InputError("run_batch takes gradient-descent ('gd') trials only")
@@ -144,11 +144,11 @@ def run_batch(batch: list[dict[str, Any]], shared: Any = None) -> list[dict[str,
 def invert_and_measure(net: Any, z: np.ndarray, x: np.ndarray, method: str,
                        gd_seed: int) -> dict[str, Any]:
     """One `invert` call, timed (imports and first-call costs kept out), and its errors."""
-    from ..invert import invert
+    from layerinv._walk import invert
 
     warm_up(method)
     if method in ("gd", "lp+gd"):
-        from .._blas import one_torch_thread
+        from layerinv._blas import one_torch_thread
 
         with one_torch_thread():
             started = time.perf_counter()
@@ -182,13 +182,13 @@ def warm_up(method: str) -> None:
     """Once per process and method: a tiny untimed inversion (imports, HiGHS, PyTorch)."""
     if method in _WARM:
         return
-    from ..invert import invert
-    from ..network import random_network
+    from layerinv._walk import invert
+    from layerinv.network import random_network
 
     net = random_network([4, 12, 30], seed=0)
     x = net.forward(np.ones(4))
     if method in ("gd", "lp+gd"):
-        from .._blas import one_torch_thread
+        from layerinv._blas import one_torch_thread
 
         with one_torch_thread():
             invert(net, x, method, progress=False, steps=3, restarts=1)
@@ -218,7 +218,7 @@ def rates(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, tuple[f
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
-    from ..report import markdown_table, not_run
+    from layerinv.reproduction.report import markdown_table, not_run
 
     table = rates(rows)
     seconds: dict[tuple[str, str], list[float]] = {}
@@ -257,7 +257,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
 
 
 def figures(rows: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
-    from ..report import pyplot, save_figure
+    from layerinv.reproduction.report import pyplot, save_figure
 
     plt = pyplot()
     table = rates(rows)
@@ -330,7 +330,7 @@ def verdict(rows: list[dict[str, Any]]) -> str:
              f"interval)")
     if misses:
         limit += f", not at k = {', '.join(map(str, misses))}"
-    from ..report import not_run
+    from layerinv.reproduction.report import not_run
 
     gd = table.get(("relu", "gd"))
     gd_text = f"; gradient descent: {not_run()}"

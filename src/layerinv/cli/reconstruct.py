@@ -25,7 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import SEED, check_distinct, float_arg, int_arg, load_npy, output_path, save_npy
+from layerinv._validation import (
+    SEED,
+    check_distinct,
+    float_arg,
+    int_arg,
+    load_npy,
+    output_path,
+    save_npy,
+)
 
 MEASUREMENTS = ("identity", "mask", "gaussian", "magnitude")
 METHODS = ("auto", "exact", "linf", "l1", "lp+gd", "gd", "pgd")
@@ -87,9 +95,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
-    from .measurements import GaussianNoise
-    from .network import Network
-    from .reconstruct import reconstruct
+    from layerinv._reconstruct import reconstruct
+    from layerinv.measurements import GaussianNoise
+    from layerinv.network import Network
 
     out, signal_out = _output_paths(args)
     net = Network.load(args.network)
@@ -152,8 +160,8 @@ def _output_paths(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def build_measurement(args: argparse.Namespace, n: int) -> Any:
     """The operator the options describe, for signals of size n."""
-    from .errors import InputError
-    from .measurements import Gaussian, Identity, Magnitude, Mask, Matrix
+    from layerinv.errors import InputError
+    from layerinv.measurements import Gaussian, Identity, Magnitude, Mask, Matrix
 
     kind = args.measurement
     if kind == "identity":
@@ -194,7 +202,7 @@ def build_measurement(args: argparse.Namespace, n: int) -> Any:
 
 
 def _method_options(args: argparse.Namespace, measurement: Any) -> tuple[str, dict[str, Any]]:
-    from .measurements import Identity, Mask
+    from layerinv.measurements import Identity, Mask
 
     method = args.method
     if method == "auto":
@@ -218,7 +226,7 @@ def _method_options(args: argparse.Namespace, measurement: Any) -> tuple[str, di
 
 def _mask_full_signal(measurement: Any, y: np.ndarray, n: int) -> np.ndarray:
     """A full signal given to a mask: keep the observed entries."""
-    from .measurements import Mask
+    from layerinv.measurements import Mask
 
     if isinstance(measurement, Mask) and measurement.out_dim != n and y.ndim in (1, 2) \
             and y.shape[-1] == n:
