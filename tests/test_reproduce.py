@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from conftest import count_rows
@@ -21,14 +22,10 @@ from conftest import count_rows
 from layerinv.cli import main as cli_main
 from layerinv.cli.reproduce import add_parsers
 from layerinv.errors import InputError
-from layerinv.reproduction.experiments import noise, success_vs_k, timing
-from layerinv.reproduction.registry import EXPERIMENTS, load_experiment, timing_fields
-from layerinv.reproduction.run import (
-    MNIST,
-    SENSING,
-    execute_trial,
-    run_experiments,
-)
+from layerinv.reproduction import registry
+from layerinv.reproduction.experiments import mnist, noise, sensing, success_vs_k, timing
+from layerinv.reproduction.registry import EXPERIMENTS, available, load_experiment, timing_fields
+from layerinv.reproduction.run import execute_trial, run_experiments
 from layerinv.reproduction.store import (
     ResultsFileError,
     ResultsStore,
@@ -318,11 +315,63 @@ def test_timing_summary_and_verdict_from_rows(tmp_path):
     assert timing.figures(rows, tmp_path)[0].exists()
 
 
-def test_adapters_are_registered_for_mnist_and_sensing():
-    assert MNIST.available() == (True, "")
-    assert SENSING.available() == (True, "")
-    assert {p["task"] for p in MNIST.grid(True, None)} == set(MNIST.TASKS)
-    assert {p["m"] for p in SENSING.grid(True, 1)} == set(SENSING.QUICK_MS)
+def test_mnist_and_sensing_are_registered_as_modules():
+    assert available("mnist") == (True, "")
+    assert available("sensing") == (True, "")
+    assert load_experiment("mnist") is mnist and load_experiment("sensing") is sensing
+    assert {p["task"] for p in mnist.grid(True, None)} == set(mnist.TASKS)
+    assert {p["m"] for p in sensing.grid(True, 1)} == set(sensing.QUICK_MS)
+
+
+def test_every_experiment_follows_the_one_convention():
+    """Each registered experiment is a module of the experiments package named as it is
+    registered (no adapter objects beside modules)."""
+    for name in EXPERIMENTS:
+        experiment = load_experiment(name)
+        assert isinstance(experiment, ModuleType), name
+        assert experiment.__name__.startswith("layerinv.reproduction.experiments."), name
+        assert experiment.NAME == name
+
+
+# The trial keys of the grids as the adapters of layerinv 0.x (before the experiments were all
+# modules) stored them: sha256 of the sorted keys, first 16 hex digits. A results file written
+# then must resume, so these must never change.
+STORED_KEYS = {
+    ("success-vs-k", True): "7bd3ad2def815f2f", ("success-vs-k", False): "2910a74492ae75b4",
+    ("noise", True): "625966bcbdd52f50", ("noise", False): "e1476be1cb46f473",
+    ("mnist", True): "4ae33dc73d6fedef", ("mnist", False): "4a55f032e4ea2e62",
+    ("sensing", True): "017d88a46aad3b2f", ("sensing", False): "748777f038b0e6ea",
+    ("timing", True): "6419510c21d49d10", ("timing", False): "803f27c9dc553241",
+}
+
+
+def test_grids_keep_the_trial_keys_of_stored_results_files():
+    for (name, quick), digest in STORED_KEYS.items():
+        keys = sorted(trial_key(p) for p in load_experiment(name).grid(quick, None))
+        assert hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16] == digest, \
+            (name, quick)
+
+
+def test_resolve_all_names_every_registered_experiment():
+    assert registry.resolve_names(["all"]) == (list(registry.names()), [])
+    assert registry.resolve_names(["noise", "all"])[0][0] == "noise"
+
+
+def test_a_registered_experiment_is_a_cli_choice(monkeypatch, capsys):
+    monkeypatch.setattr(registry, "EXPERIMENTS", dict(registry.EXPERIMENTS))
+    registry.register("noise-again", "layerinv.reproduction.experiments.noise")
+    parser = argparse.ArgumentParser(prog="layerinv")
+    add_parsers(parser.add_subparsers(dest="command"))
+    assert parser.parse_args(["reproduce", "noise-again"]).experiment == "noise-again"
+    assert cli_main(["reproduce", "--help"]) == 0
+    usage = capsys.readouterr().out
+    assert "{" + ",".join([*registry.names(), "all"]) + "}" in usage.replace("\n", "")
+    assert "noise-again" in registry.names()
+    for bad in ("all", "", "-x"):
+        with pytest.raises(InputError, match="name must be"):
+            registry.register(bad, "layerinv.reproduction.experiments.noise")
+    with pytest.raises(InputError, match="module must be a dotted module name"):
+        registry.register("x", "layerinv.reproduction.run:MNIST")
 
 
 def test_cli_parsers_register_reproduce_and_report():
@@ -356,12 +405,12 @@ def mnist_rows(variance: float, lp_psnr: float, gd_psnr: float, statuses: list[s
 
 def test_mnist_verdict_explains_from_the_rows_not_from_a_fixed_setting():
     rows = mnist_rows(0.05, 12.0, 25.0, ["not_unique"] * 3 + ["optimal"] * 2)
-    sentence = MNIST.verdict(rows)
+    sentence = mnist.verdict(rows)
     assert "behind on denoise" in sentence
     assert "noise variance 0.05 per pixel" in sentence and "0.3" not in sentence
     assert "not 'optimal' on 3 of 5 instances" in sentence
     assert "least squares" not in sentence and "small-noise regime" not in sentence
-    ahead = MNIST.verdict(mnist_rows(0.0, 250.0, 50.0, ["optimal"] * 4))
+    ahead = mnist.verdict(mnist_rows(0.0, 250.0, 50.0, ["optimal"] * 4))
     assert "ahead on denoise (an exact fit of G(z*)" in ahead and "local minimum" not in ahead
 
 
@@ -370,7 +419,7 @@ def test_sensing_and_timing_verdicts_carry_no_fixed_explanations():
              "rel_error": error * (1 + 0.1 * i)}
             for m in (50, 100) for i in range(3)
             for method, error in (("pgd", 1e-15), ("gd", 3e-3 if m == 50 else 2e-4))]
-    sentence = SENSING.verdict(rows)
+    sentence = sensing.verdict(rows)
     assert "at 2 (network, m) points LP-PGD's median error is below 1e-10 where gradient " \
            "descent's is 2.2e-04 to 3.3e-03" in sentence
     assert "optimisation error" not in sentence
@@ -397,13 +446,13 @@ def test_a_batch_gives_each_trial_the_metrics_it_gets_alone():
     assert without_timing(part[0]) == without_timing(batch[2])
     assert without_timing(part[1]) == without_timing(batch[0])
     # MNIST: one shared generator, a mask per instance (inpainting), and lp+gd's one restart.
-    grid = MNIST.grid(True, 3)
+    grid = mnist.grid(True, 3)
     for task, method in (("inpaint-random", "gd"), ("denoise", "lp+gd")):
         mine = [p for p in grid if p["task"] == task and p["method"] == method]
         assert len(mine) == 3
-        batch = MNIST.run_batch(mine)
-        assert without_timing(batch[2]) == without_timing(MNIST.run_trial(mine[2]))
-        assert without_timing(MNIST.run_batch([mine[1], mine[0]])[1]) == \
+        batch = mnist.run_batch(mine)
+        assert without_timing(batch[2]) == without_timing(mnist.run_trial(mine[2]))
+        assert without_timing(mnist.run_batch([mine[1], mine[0]])[1]) == \
             without_timing(batch[0])
 
 
@@ -519,14 +568,14 @@ def test_reports_mark_gradient_cells_not_run_when_pytorch_is_missing(monkeypatch
     assert table.count("not run: PyTorch is not installed") == len(timing.NETS)
     assert "gradient descent: not run" in timing.verdict(lp)
     rows = [r for r in mnist_rows(0.3, 12.0, 25.0, ["not_unique"] * 2) if r["method"] == "linf"]
-    table = MNIST.summary(rows)
+    table = mnist.summary(rows)
     assert "| relu | denoise | gaussian | 0.3 | gd | 0 | not run: PyTorch is not installed" in \
         table and "| lp+gd | 0 | not run: PyTorch" in table
-    assert "Gradient descent: not run: PyTorch is not installed" in MNIST.verdict(rows)
-    sensing = [{"network": "mnist", "m": 50, "method": "pgd", "instance": i, "seconds": 0.1,
-                "rel_error": 1e-15} for i in range(2)]
-    assert "| mnist | 50 | gd | 0 | not run: PyTorch is not installed" in SENSING.summary(sensing)
-    assert "gradient descent: not run: PyTorch is not installed" in SENSING.verdict(sensing)
+    assert "Gradient descent: not run: PyTorch is not installed" in mnist.verdict(rows)
+    pgd = [{"network": "mnist", "m": 50, "method": "pgd", "instance": i, "seconds": 0.1,
+            "rel_error": 1e-15} for i in range(2)]
+    assert "| mnist | 50 | gd | 0 | not run: PyTorch is not installed" in sensing.summary(pgd)
+    assert "gradient descent: not run: PyTorch is not installed" in sensing.verdict(pgd)
 
 
 # ------------------------------------------------------------------------------ docs tables
@@ -571,8 +620,6 @@ def test_every_docs_table_is_regenerated_by_a_named_command_and_matches_its_grid
             assert f"`python scripts/docs_tables.py {name}`" in text, name  # visible, beside
             found[name] = rows
     assert set(found) == set(script.TABLES)
-    from layerinv.reproduction.experiments import mnist, sensing
-
     grid = script.SENSING
     body = found["sensing"][2:]
     assert {(r[0], int(r[1]), r[2]) for r in body} == {

@@ -15,9 +15,8 @@ from typing import Any
 
 from layerinv._validation import SEED, check_distinct, float_arg, int_arg, output_path, write_output
 from layerinv.errors import InputError
-
-KINDS = ("relu", "leaky_relu")
-METHODS = ("linf", "l1", "gd", "lp+gd", "encoder")
+from layerinv.pretrained import KINDS
+from layerinv.reproduction.experiments.mnist import METHODS
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:

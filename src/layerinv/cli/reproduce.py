@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from layerinv.errors import InputError, LayerinvError
-
-CHOICES = ("success-vs-k", "noise", "mnist", "sensing", "timing", "all")
+from layerinv.reproduction import registry
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    """The experiment choices are the registry's names when the parser is built (`main`
+    builds it on every call), so an experiment added with `registry.register` is one."""
     from layerinv.reproduction.run import DEFAULT_DB, DEFAULT_OUT
 
     p = subparsers.add_parser(
@@ -36,7 +37,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                     "file, written as soon as it finishes; running again skips finished trials "
                     "(Ctrl-C, a killed worker or a lost machine lose nothing). Then writes "
                     "DIR/REPORT.md, DIR/report.html and DIR/figures/.")
-    p.add_argument("experiment", nargs="?", default="all", choices=CHOICES,
+    p.add_argument("experiment", nargs="?", default=registry.ALL,
+                   choices=(*registry.names(), registry.ALL),
                    help="which experiment (default: all)")
     p.add_argument("--quick", action="store_true",
                    help="a few trials per grid point (about a minute of trials on 2 cores for "

@@ -1,6 +1,9 @@
 """The experiment registry: which experiments exist, by name, and what each provides.
 
-An **experiment** is a module (or any object) with:
+An **experiment** is a module (one convention for all: the five shipped ones are the modules
+of `layerinv.reproduction.experiments`, whose module-level names below are the interface;
+a module may hold other code beside it, as `mnist` and `sensing` hold the tasks the CLI also
+runs). It provides:
 
 - `NAME` (str), `TITLE` (str), `DESCRIPTION` and `PAPER` (str or a function returning one: what
   is run, and the paper's own numbers), `TIMING_FIELDS` (metric names that are wall-clock
@@ -27,19 +30,25 @@ An **experiment** is a module (or any object) with:
   sentence); the report repeats it;
 - optionally `EXCLUSIVE = True`: its trials run after all the others, one at a time in this
   process (never beside another trial, whatever `workers` is), for clean wall-clock times;
+- optionally `available() -> (bool, why)` (whether it can run here; an experiment whose
+  module cannot be imported is not available either) and `needs_torch(params) -> bool`
+  (default: whether the trial's method is a gradient method; such trials are skipped where
+  PyTorch is missing);
 - `figures(rows, out_dir) -> list[Path]`, `summary(rows) -> str` (a Markdown table) and
   `verdict(rows) -> str` (one sentence against the paper, computed from the rows), where each
   row is a dict of the trial's parameters and metrics plus `trial_seconds`.
 
-`EXPERIMENTS` maps each name to an import reference, 'package.module' or 'package.module:attr',
-so that worker processes (local or on a Dask cluster) find the experiment by name; `register`
-adds one. The order of registration is the order of the report (`names()`).
+`EXPERIMENTS` maps each name to the experiment's module name, so that worker processes
+(local or on a Dask cluster) import the experiment by name; `register` adds one, and the
+`layerinv reproduce` command takes its choices from `names()`. The order of registration is
+the order of the report (`names()`).
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable
+from types import ModuleType
 from typing import Any
 
 from layerinv.errors import InputError
@@ -47,10 +56,12 @@ from layerinv.errors import InputError
 EXPERIMENTS: dict[str, str] = {
     "success-vs-k": "layerinv.reproduction.experiments.success_vs_k",
     "noise": "layerinv.reproduction.experiments.noise",
-    "mnist": "layerinv.reproduction.run:MNIST",
-    "sensing": "layerinv.reproduction.run:SENSING",
+    "mnist": "layerinv.reproduction.experiments.mnist",
+    "sensing": "layerinv.reproduction.experiments.sensing",
     "timing": "layerinv.reproduction.experiments.timing",
 }
+ALL = "all"
+"""Not an experiment: the word for every one of them (in `resolve_names` and the CLI)."""
 
 
 def names() -> tuple[str, ...]:
@@ -58,23 +69,27 @@ def names() -> tuple[str, ...]:
     return tuple(EXPERIMENTS)
 
 
-def register(name: str, reference: str) -> None:
-    """Add an experiment: `reference` is 'package.module' or 'package.module:attribute'.
+def register(name: str, module: str) -> None:
+    """Add an experiment: `module` is the import name of a module with the interface above.
 
-    Workers import it by that reference, so it must be importable there too (a module of an
+    Workers import it by that name, so it must be importable there too (a module of an
     installed package, not a script's __main__).
     """
-    EXPERIMENTS[name] = reference
+    if not isinstance(name, str) or not name or name == ALL or name.startswith("-"):
+        raise InputError(f"name must be a non-empty str, not {ALL!r} and not starting with "
+                         f"'-'; got {name!r}")
+    if not isinstance(module, str) or not all(part.isidentifier()
+                                              for part in module.split(".")):
+        raise InputError(f"module must be a dotted module name such as 'package.module'; "
+                         f"got {module!r}")
+    EXPERIMENTS[name] = module
 
 
-def load_experiment(name: str) -> Any:
-    """The experiment object (module or adapter) registered under `name`."""
+def load_experiment(name: str) -> ModuleType:
+    """The experiment module registered under `name`."""
     if name not in EXPERIMENTS:
         raise InputError(f"experiment must be one of {', '.join(EXPERIMENTS)}; got {name!r}")
-    reference = EXPERIMENTS[name]
-    module_name, _, attribute = reference.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, attribute) if attribute else module
+    return importlib.import_module(EXPERIMENTS[name])
 
 
 def available(name: str) -> tuple[bool, str]:
@@ -90,7 +105,7 @@ def available(name: str) -> tuple[bool, str]:
 
 
 def display_name(experiment: Any) -> str:
-    return str(getattr(experiment, "NAME", None) or getattr(experiment, "name", "?"))
+    return str(getattr(experiment, "NAME", None) or getattr(experiment, "__name__", "?"))
 
 
 def call_optional(experiment: Any, attribute: str, *args: Any) -> Any:
@@ -104,12 +119,12 @@ def timing_fields(name: str) -> tuple[str, ...]:
     return tuple(getattr(load_experiment(name), "TIMING_FIELDS", ("seconds",)))
 
 
-def resolve_names(names: Iterable[str]) -> tuple[list[str], list[str]]:
+def resolve_names(requested: Iterable[str]) -> tuple[list[str], list[str]]:
     """(names to run, notes on skipped ones); 'all' means every experiment that can run."""
     wanted: list[str] = []
     notes: list[str] = []
-    for name in names:
-        if name == "all":
+    for name in requested:
+        if name == ALL:
             for candidate in names():
                 ok, why = available(candidate)
                 if ok:
@@ -117,7 +132,7 @@ def resolve_names(names: Iterable[str]) -> tuple[list[str], list[str]]:
                 else:
                     notes.append(f"{candidate}: skipped, not available here ({why})")
         elif name not in EXPERIMENTS:
-            raise InputError(f"experiment must be one of {', '.join(EXPERIMENTS)} or 'all'; "
+            raise InputError(f"experiment must be one of {', '.join(EXPERIMENTS)} or {ALL!r}; "
                              f"got {name!r}")
         else:
             ok, why = available(name)

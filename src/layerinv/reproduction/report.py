@@ -75,12 +75,15 @@ def pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
-    """Write a PNG (parents created) and close the figure."""
+def save_figure(fig: Any, path: str | Path, dpi: int = 110,
+                bbox_inches: str | None = None) -> Path:
+    """Write a PNG (parents created) and close the figure; the PNG carries no matplotlib
+    version, so the same figure gives the same bytes. `bbox_inches='tight'` trims the margin
+    (the MNIST image grids)."""
     plt = pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, metadata={"Software": None})
+    fig.savefig(path, dpi=dpi, bbox_inches=bbox_inches, metadata={"Software": None})
     plt.close(fig)
     return path
 

@@ -46,8 +46,8 @@ from layerinv._version import __version__
 from layerinv.datasets import IMAGE_SIZE, load_mnist
 from layerinv.errors import InputError
 from layerinv.network import Network
+from layerinv.pretrained import KINDS
 
-KINDS = ("relu", "leaky_relu")
 LATENT_DIM = 20
 ENCODER_HIDDEN = 256
 LEAKY_SLOPE = 0.2
