@@ -103,22 +103,24 @@ def estimate_noise(workers: int, db: Path) -> tuple[float, float]:
     return wall, total
 
 
+def _by_cell(name: str, measured: Any, fields: tuple[str, ...], workers: int, db: Path
+             ) -> tuple[float, float]:
+    """Measure the trials `measured` keeps; every full-grid trial costs its cell's measured
+    wall seconds per trial (a cell: the values of `fields`, all measured)."""
+    wall, rows = measure(name, measured, workers, db)
+    per = _keep(name, cell_costs(rows, wall, lambda p: tuple(p[f] for f in fields)))
+    grid = load_experiment(name).grid(False, None)
+    return wall, sum(per[tuple(p[f] for f in fields)] for p in grid)
+
+
 def estimate_mnist(workers: int, db: Path) -> tuple[float, float]:
-    exp = load_experiment("mnist")
-    wall, rows = measure("mnist", lambda n, p: p["source"] == "gaussian", workers, db)
-    per = _keep("mnist", cell_costs(rows, wall, lambda p: (p["generator"], p["task"],
-                                                             p["method"])))
-    total = sum(per[(p["generator"], p["task"], p["method"])] for p in exp.grid(False, None))
-    return wall, total
+    return _by_cell("mnist", lambda n, p: p["source"] == "gaussian",
+                    ("generator", "task", "method"), workers, db)
 
 
 def estimate_sensing(workers: int, db: Path) -> tuple[float, float]:
-    exp = load_experiment("sensing")
-    wall, rows = measure("sensing", lambda n, p: p["instance"] < 3, workers, db)
-    per = _keep("sensing", cell_costs(rows, wall, lambda p: (p["network"], p["m"],
-                                                               p["method"])))
-    total = sum(per[(p["network"], p["m"], p["method"])] for p in exp.grid(False, None))
-    return wall, total
+    return _by_cell("sensing", lambda n, p: p["instance"] < 3, ("network", "m", "method"),
+                    workers, db)
 
 
 def estimate_timing(workers: int, db: Path) -> tuple[float, float]:

@@ -35,28 +35,11 @@ def map_trials(fn: Callable[[Any, Any], Any], trials: Iterable[Any], shared: Any
                chunk_seconds: float = CHUNK_SECONDS,
                min_parallel_seconds: float = MIN_PARALLEL_SECONDS,
                setup: Callable[[], None] | None = None) -> Iterator[tuple[Any, Any]]:
-    """Yield `(trial, fn(trial, shared))` for every trial, in the order they finish.
-
-    Parameters
-    ----------
-    fn : callable (trial, shared) -> result
-        Must be picklable by reference (a module-level function) for the process and Dask
-        back ends; trials and results must be picklable.
-    trials : iterable
-    shared : object
-        Built once by the caller and sent once to each worker.
-    workers : int, optional
-        Local processes (None or -1: every usable core; 1: in this process). Ignored with a
-        scheduler: the cluster has its own.
-    scheduler : str or distributed.Client, optional
-        A Dask scheduler address ('tcp://HOST:PORT') or a connected Client.
-    cost : callable trial -> float, optional
-        Estimated seconds of one trial, for chunking (default 1 s per trial).
-    min_parallel_seconds : float
-        Below this much estimated work in all, local runs stay in process (a pool costs
-        about a second to start).
-    setup : callable, optional
-        Run once in each local worker process (and once here for the in-process back end).
+    """Yield `(trial, fn(trial, shared))` for every trial, in the order they finish: on a
+    Dask cluster if `scheduler` is given (a scheduler address 'tcp://HOST:PORT' or a
+    connected distributed.Client; `workers` is then ignored, the cluster has its own), else
+    through `layerinv._processes.map_local`, whose parameters these are (`fn`, `trials` and
+    the results must be picklable, `fn` by reference, for the Dask back end too).
 
     Use it in a `with contextlib.closing(...)` block, or exhaust it: closing the generator
     cancels the work not yet done and ends local workers.

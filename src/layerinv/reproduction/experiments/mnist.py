@@ -27,6 +27,9 @@ the instance's own LP time for 'lp+gd').
 Instance i uses numpy.random.default_rng([seed, i, 1]), so instance i is the same whatever n
 (the trailing 1: NumPy drops trailing zeros, so [seed, 0] would equal seed, the stream of
 gradient descent's first restart).
+
+The module is also the registry's `mnist` experiment (its last section: one trial per
+(generator, task, z* source, method, instance) of `make_instances(..., seed=SEED)`).
 """
 
 from __future__ import annotations

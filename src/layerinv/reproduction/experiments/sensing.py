@@ -35,6 +35,9 @@ per (network, m, method) the mean with a 95 % interval (mean +- 1.96 standard er
 median, the share of instances below 1e-3 and the mean seconds; `format_summary` prints it;
 `plot` draws the error-versus-m figure (mean with 95 % error bars, and the share recovered
 with 95 % Wilson intervals).
+
+The module is also the registry's `sensing` experiment (its last section: one trial per
+(network, m, method, instance), each a one-instance `run`).
 """
 
 from __future__ import annotations
