@@ -235,3 +235,15 @@ def test_pgd_hands_its_projections_to_the_solver_asked_for(registry):
     assert counting.calls > 0
     direct = pgd(net, y, operator, solver="highs", **options)
     assert result.z.shape == direct.z.shape == (4,)
+
+
+def test_the_reconstruct_command_passes_its_solver_to_pgd(registry, tmp_path):
+    from layerinv.cli import main
+
+    counting = Counting()
+    solvers.register("counting", counting)
+    random_network([4, 20, 40], seed=3).save(tmp_path / "net.npz")
+    code = main(["reconstruct", "--network", str(tmp_path / "net.npz"), "--measurement",
+                 "gaussian", "-m", "25", "--simulate", "1", "--method", "pgd", "--max-iter",
+                 "2", "--restarts", "1", "--no-polish", "--solver", "counting", "--quiet"])
+    assert code == 0 and counting.calls > 0
