@@ -247,3 +247,19 @@ def test_the_reconstruct_command_passes_its_solver_to_pgd(registry, tmp_path):
                  "gaussian", "-m", "25", "--simulate", "1", "--method", "pgd", "--max-iter",
                  "2", "--restarts", "1", "--no-polish", "--solver", "counting", "--quiet"])
     assert code == 0 and counting.calls > 0
+
+
+def test_highspy_is_imported_only_by_the_highs_helper():
+    """exact.py builds and runs its models through solvers/_highs.py: no second copy."""
+    import ast
+    from pathlib import Path
+
+    package = Path(solvers.__file__).resolve().parents[1]
+    importers = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(name.split(".")[0] == "highspy" for name in names):
+                importers.add(path.relative_to(package).as_posix())
+    assert importers == {"solvers/_highs.py"}
