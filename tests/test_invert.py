@@ -230,7 +230,8 @@ def test_least_squares_shortcut_checks_the_one_sided_rows(method):
     squares finds h*, but the zeroed rows (now one-sided, u_j <= 0 + t) are broken by it:
     its l_inf residual is the largest zeroed value (0.20 here), 12x the LP's 0.017. The
     shortcut must see that and leave the layer to the LP."""
-    from layerinv._lp import LayerLP, solve_highs
+    from layerinv.solvers import LayerProblem
+    from layerinv.solvers._highs import solve_highs
 
     net, _, x = realizable_instance([20, 250, 600], seed=11)
     y = x.copy()
@@ -241,8 +242,8 @@ def test_least_squares_shortcut_checks_the_one_sided_rows(method):
     layer = net.layers[-1]
     band = layer.activation.band(y, 1e-6 * np.abs(y).max())  # no negatives: the default split
     norm = "l1" if method == "l1" else "linf"
-    optimum = solve_highs(LayerLP(layer.weight, layer.bias, band, np.zeros(layer.n_in),
-                                  np.full(layer.n_in, np.inf), norm)).objective
+    optimum = solve_highs(LayerProblem(layer.weight, layer.bias, band, np.zeros(layer.n_in),
+                                       np.full(layer.n_in, np.inf), norm)).objective
     if norm == "l1":  # the report states the LP's optimum (least squares would say 0)
         assert last.objective == pytest.approx(optimum, rel=1e-6)
     else:  # re-classification at the t found may only improve on the first split's optimum

@@ -10,16 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from layerinv import get_activation
-from layerinv._lp import (
-    ACCURACY_FACTOR,
-    LayerLP,
-    least_squares,
-    smallest_singular_value,
-    solve,
-    solve_highs,
-    solve_ipm,
-    solve_screened,
-)
+from layerinv.solvers import ACCURACY_FACTOR, LayerProblem, solve
+from layerinv.solvers._highs import solve_highs
+from layerinv.solvers._ipm import solve_ipm, solve_screened
+from layerinv.solvers._linalg import least_squares, smallest_singular_value
 
 
 def noisy_layer_lp(m, n, norm, seed, noise=1e-2, activation="relu", hidden=True):
@@ -30,7 +24,7 @@ def noisy_layer_lp(m, n, norm, seed, noise=1e-2, activation="relu", hidden=True)
     y = act.forward(weight @ h) + rng.uniform(-noise, noise, size=n)
     band = act.band(y, threshold=noise)
     low = np.zeros(m) if hidden else np.full(m, -np.inf)
-    return LayerLP(weight, None, band, low, np.full(m, np.inf), norm)
+    return LayerProblem(weight, None, band, low, np.full(m, np.inf), norm)
 
 
 @pytest.mark.parametrize("norm", ["linf", "l1"])

@@ -8,11 +8,10 @@ from conftest import realizable_instance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from layerinv import LeakyReLU, invert, random_network
-from layerinv._lp import SOLVERS
+from layerinv import LeakyReLU, invert, random_network, solvers
 from layerinv._walk import FIT_FACTOR, FIT_FLOOR
 
-LP_SOLVERS = tuple(s for s in SOLVERS if s != "cvxopt")  # cvxopt is an optional reference
+LP_SOLVERS = tuple(s for s in solvers.names() if s != "cvxopt")  # cvxopt is an optional reference
 
 
 def bounded_noise(x: np.ndarray, e: float, rng: np.random.Generator) -> np.ndarray:

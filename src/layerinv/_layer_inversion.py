@@ -19,7 +19,7 @@ solved again at that threshold (at most `max_passes` solves) and the solution wi
 achieved residual is kept.
 
 A stated bound is reported contradicted ('noise_bound_violated') only when it is: the l_inf
-LP's optimum exceeds it beyond the solver's accuracy (lp._solve_bounded) and the best fit then
+LP's optimum exceeds it beyond the solver's accuracy (solvers.solve) and the best fit then
 found does not meet it either.
 """
 
@@ -31,10 +31,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from layerinv import _lp as lp
+from layerinv import solvers
 from layerinv.activations import Band
 from layerinv.network import Layer
 from layerinv.results import LAYER_STATUSES, LayerReport
+from layerinv.solvers import _linalg as linalg
 
 METHODS = ("exact", "linf", "l1")
 
@@ -122,12 +123,12 @@ class _Context:
         if solver == "lstsq":
             unique, estimate = bool(full_rank) and n_active >= layer.n_in, 0.0
         else:
-            worst, typical = lp.pinv_norms(pinned, pinned_gram)
+            worst, typical = linalg.pinv_norms(pinned, pinned_gram)
             unique = bool(np.isfinite(typical))
             estimate = 2 * eps * typical
         sigma_min, bound = float("nan"), float("nan")
         if self.options.certify:
-            sigma_min = lp.smallest_singular_value(pinned, pinned_gram)
+            sigma_min = linalg.smallest_singular_value(pinned, pinned_gram)
             unique = unique and sigma_min > 0
             # |W_A (h - h*)| <= eps + incoming row by row; two valid bounds, keep the smaller.
             slack = eps + (eps if self.incoming is None else self.incoming)
@@ -157,7 +158,7 @@ class _Context:
         needed = solver != "lstsq" or self.options.certify
         if not needed or pinned.shape[0] < pinned.shape[1]:
             return None
-        return lp.gram(pinned)
+        return linalg.gram(pinned)
 
 # The largest negative excursion of a ReLU observation estimates the noise amplitude from below
 # (the largest of ~300 draws falls just short of it). At 1x, a zero row whose noise landed just
@@ -194,7 +195,7 @@ def _least_squares(layer: Layer, band: Band
                    ) -> tuple[np.ndarray | None, bool, np.ndarray | None]:
     rows = band.two_sided
     bias = 0.0 if layer.bias is None else layer.bias[rows]
-    return lp.least_squares(layer.weight[rows], band.center[rows] - bias)
+    return linalg.least_squares(layer.weight[rows], band.center[rows] - bias)
 
 
 def _violation(layer: Layer, band: Band, y: np.ndarray, h: np.ndarray, h_low: np.ndarray,
@@ -219,14 +220,15 @@ def _solve_lp(context: _Context, threshold: float, norm: str) -> tuple[np.ndarra
     layer, y, noise, options = context.layer, context.y, context.noise, context.options
     passes = 1 if (noise is not None or norm == "l1") else options.max_passes
     base_threshold = threshold
-    best: lp.LPResult | None = None
+    best: solvers.LPResult | None = None
     best_eps, iterations = np.inf, 0
     for _ in range(passes):
         band = layer.activation.band(y, threshold)
-        result = lp.solve(lp.LayerLP(layer.weight, layer.bias, band, context.h_low,
-                                     context.h_high, norm, t_max=noise), options.solver)
+        result = solvers.solve(solvers.LayerProblem(layer.weight, layer.bias, band,
+                                                    context.h_low, context.h_high, norm,
+                                                    t_max=noise), options.solver)
         if result.status == "infeasible" and noise is not None:
-            # The LP proves the stated noise bound contradicted (lp._solve_bounded): report
+            # The LP proves the stated noise bound contradicted (solvers.solve): report
             # it, and still return the best fit, found as if no bound had been stated.
             unbounded = dataclasses.replace(context, noise=None,
                                             own_threshold=context.unbounded_threshold)
@@ -258,7 +260,7 @@ def _solve_lp(context: _Context, threshold: float, norm: str) -> tuple[np.ndarra
     return best.h, report
 
 
-def _reclassifying_helps(layer: Layer, y: np.ndarray, band: Band, result: lp.LPResult,
+def _reclassifying_helps(layer: Layer, y: np.ndarray, band: Band, result: solvers.LPResult,
                          eps: float, threshold: float) -> bool:
     """Whether re-classifying at `threshold` (the slack t found) can change the answer.
 

@@ -81,6 +81,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from layerinv import solvers
 from layerinv._blas import single_threaded_blas
 from layerinv._layer_inversion import METHODS as LP_METHODS
 from layerinv._validation import check_batch, check_choice, check_positive
@@ -214,13 +215,14 @@ class _PGDOptions:
     restarts: int
     fit_tol: float
     seed: int | None
+    solver: str
 
 
 def pgd(net: Network, y: object, measurement: Measurement, *, projection: str = "linf",
         max_iter: int = 100, tol: float = 1e-6, step: float | None = None,
         max_halvings: int = 10, polish: bool = True, polish_steps: int = 5,
         restarts: int = 3, fit_tol: float = 1e-9, success_tol: float = 1e-4,
-        seed: int | None = 0, progress: bool | None = None) -> Inversion:
+        seed: int | None = 0, solver: str = "auto", progress: bool | None = None) -> Inversion:
     """Projected gradient descent with the layer-wise LP as the projection (module docstring).
 
     Parameters
@@ -248,6 +250,8 @@ def pgd(net: Network, y: object, measurement: Measurement, *, projection: str = 
     seed : int or None
         Seeds the random restarts (the same for every sample), from the tagged stream
         default_rng([seed, RESTART_STREAM]) (`restart_latents`).
+    solver : str
+        The LP backend of the projections, a name in `layerinv.solvers.names()` (as `invert`).
 
     Returns
     -------
@@ -275,6 +279,7 @@ def pgd(net: Network, y: object, measurement: Measurement, *, projection: str = 
         restarts=_check_int(restarts, "restarts", 1),
         fit_tol=check_positive(fit_tol, "fit_tol", allow_zero=True),
         seed=_check_seed(seed),
+        solver=check_choice(solver, solvers.names(), "solver"),
     )
     success_tol = check_positive(success_tol, "success_tol")
     problem = _Problem(net, matrix, magnitude, opts)
@@ -309,7 +314,8 @@ class _Problem:
     # -- pieces
     def project(self, v: np.ndarray) -> np.ndarray:
         """z of the layer-wise LP for the point v (not certified)."""
-        return invert(self.net, v, self.opts.projection, certify=False, progress=False).z
+        return invert(self.net, v, self.opts.projection, certify=False, progress=False,
+                      solver=self.opts.solver).z
 
     def loss(self, x: np.ndarray, y: np.ndarray) -> float:
         ax = self.A @ x

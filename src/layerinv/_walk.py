@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from layerinv import solvers
 from layerinv._blas import single_threaded_blas
 from layerinv._layer_inversion import METHODS, LayerOptions, invert_layer
-from layerinv._lp import SOLVERS
 from layerinv._validation import check_batch, check_choice, check_positive
 from layerinv.errors import InputError
 from layerinv.network import Network
@@ -54,8 +54,9 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
         solver's accuracy and the best fit does not meet it. Otherwise the last layer's fit
         meets it to the solver's accuracy (interior point about 1e-9 max|x|, HiGHS 1e-7).
         Hidden layers have no stated bound: their eps is found.
-    solver : {'auto', 'ipm', 'highs'}
-        'auto' is the structured interior point with HiGHS as its fallback (see lp.py).
+    solver : str
+        A name in `layerinv.solvers.names()`: 'auto' (the structured interior point with HiGHS
+        as its fallback), 'ipm', 'highs', 'cvxopt' or a registered backend.
     active_tol : float
         Relative threshold (times max|y|) under which an output counts as at the ReLU kink.
     rtol : float
@@ -87,7 +88,7 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
     if gd_options:
         raise InputError(f"options {sorted(gd_options)} apply only to method='gd' or "
                          f"'lp+gd'; got method={method!r}")
-    solver = check_choice(solver, SOLVERS, "solver")
+    solver = check_choice(solver, solvers.names(), "solver")
     if noise is not None:
         noise = check_positive(noise, "noise", allow_zero=True)
     active_tol = check_positive(active_tol, "active_tol", allow_zero=True)

@@ -62,11 +62,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from layerinv._lp import new_highs
 from layerinv._validation import as_float_array, check_batch, check_choice, check_positive, make_rng
 from layerinv.activations import Activation
 from layerinv.errors import InputError
 from layerinv.network import Layer, Network
+from layerinv.results import Status
+from layerinv.solvers import _highs
 
 __all__ = [
     "DEFAULT_BOX",
@@ -264,29 +265,16 @@ class _Model:
     def n_binaries(self) -> int:
         return int(sum(int(i.sum()) for i in self.integer))
 
-    def to_highs(self) -> Any:  # a highspy.HighsLp (highspy is imported lazily)
-        import highspy
-
+    def to_highs(self, *, relaxed: bool = False) -> Any:  # a highspy.HighsLp
+        """The model for HiGHS; relaxed: every integer column continuous (the LP relaxation)."""
         n_rows = len(self.row_lo)
         matrix = sp.csc_matrix((self.vals, (self.rows, self.cols)), shape=(n_rows, self.n_cols))
         matrix.sort_indices()
-        lp = highspy.HighsLp()
-        lp.num_col_, lp.num_row_ = self.n_cols, n_rows
-        lp.col_cost_ = np.concatenate(self.cost)
-        lp.col_lower_ = np.concatenate(self.col_lo)
-        lp.col_upper_ = np.concatenate(self.col_hi)
-        lp.row_lower_ = np.array(self.row_lo, dtype=np.float64)
-        lp.row_upper_ = np.array(self.row_hi, dtype=np.float64)
-        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        lp.a_matrix_.start_ = matrix.indptr.astype(np.int32)
-        lp.a_matrix_.index_ = matrix.indices.astype(np.int32)
-        lp.a_matrix_.value_ = matrix.data.astype(np.float64)
-        lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = self.n_cols, n_rows
-        integer = np.concatenate(self.integer)
-        if integer.any():
-            lp.integrality_ = [highspy.HighsVarType.kInteger if flag
-                               else highspy.HighsVarType.kContinuous for flag in integer]
-        return lp
+        return _highs.model(np.concatenate(self.cost), np.concatenate(self.col_lo),
+                            np.concatenate(self.col_hi), matrix,
+                            np.array(self.row_lo, dtype=np.float64),
+                            np.array(self.row_hi, dtype=np.float64),
+                            None if relaxed else np.concatenate(self.integer))
 
 
 def _build(net: Network, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, objective: str,
@@ -395,38 +383,25 @@ def _assignment(model: _Model, net: Network, z: np.ndarray, x: np.ndarray,
 def _solve(model: _Model, time_limit: float, *, first_feasible: bool,
            rel_gap: float = 1e-4, abs_gap: float = 1e-6, start: np.ndarray | None = None):
     """Run HiGHS; returns (status name, column values or None, dual bound)."""
-    import highspy
-
-    highs = new_highs()
-    highs.setOptionValue("random_seed", 0)
+    options: dict[str, Any] = {"random_seed": 0}
     if math.isfinite(time_limit):
-        highs.setOptionValue("time_limit", float(time_limit))
-    highs.setOptionValue("mip_rel_gap", float(rel_gap))
-    highs.setOptionValue("mip_abs_gap", float(abs_gap))
+        options["time_limit"] = float(time_limit)
+    options.update(mip_rel_gap=float(rel_gap), mip_abs_gap=float(abs_gap))
     if first_feasible:
-        highs.setOptionValue("mip_max_improving_sols", 1)
-    highs.passModel(model.to_highs())
+        options["mip_max_improving_sols"] = 1
+    highs = _highs.loaded(model.to_highs(), **options)
     if start is not None:
-        solution = highspy.HighsSolution()
-        solution.col_value = list(start)
-        solution.value_valid = True
-        highs.setSolution(solution)
+        _highs.set_start(highs, start)
     highs.run()
-    status = highs.getModelStatus()
     info = highs.getInfo()
-    names = {
-        highspy.HighsModelStatus.kOptimal: "optimal",
-        highspy.HighsModelStatus.kSolutionLimit: "optimal",
-        highspy.HighsModelStatus.kInfeasible: "infeasible",
-        # The objective is bounded below (t >= 0, every other cost 0): never unbounded.
-        highspy.HighsModelStatus.kUnboundedOrInfeasible: "infeasible",
-        highspy.HighsModelStatus.kTimeLimit: "time_limit",
-        highspy.HighsModelStatus.kModelEmpty: "optimal",
-    }
-    name = names.get(status, "solver_error")
+    # The objective is bounded below (t >= 0, every other cost 0): never unbounded (mip=True).
+    status = _highs.status_of(highs.getModelStatus(), mip=True)
+    # exact's own words for a cap (only a time limit is set) and a failure.
+    name = {Status.MAX_STEPS: "time_limit", Status.NUMERICAL_ERROR: "solver_error"}.get(
+        status, str(status))
     values = None
     if int(info.primal_solution_status) == 2:  # kSolutionStatusFeasible
-        values = np.asarray(highs.getSolution().col_value, dtype=np.float64)
+        values = _highs.column_values(highs)
         if len(values) != model.n_cols:
             values = None
     bound = float(info.mip_dual_bound) if model.n_binaries else float(info.objective_function_value)
@@ -447,8 +422,6 @@ def _tighten_box(net: Network, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, ob
     on the smaller box. Every z feasible for the MILP stays inside, so nothing is lost.
     Returns (lo, hi, infeasible), infeasible when the relaxation itself has no point.
     """
-    import highspy
-
     k = net.input_dim
     for _ in range(rounds):
         if time.perf_counter() > deadline:
@@ -458,10 +431,7 @@ def _tighten_box(net: Network, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, ob
             return lo, hi, True
         if model.n_binaries == 0:
             break
-        lp = model.to_highs()
-        lp.integrality_ = []
-        highs = new_highs()
-        highs.passModel(lp)
+        highs = _highs.loaded(model.to_highs(relaxed=True))
         new_lo, new_hi = lo.copy(), hi.copy()
         zero = np.zeros(model.n_cols)
         for i in range(k):
@@ -472,10 +442,10 @@ def _tighten_box(net: Network, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, ob
                 cost[i] = sense
                 highs.changeColsCost(model.n_cols, np.arange(model.n_cols, dtype=np.int32), cost)
                 highs.run()
-                status = highs.getModelStatus()
-                if status == highspy.HighsModelStatus.kInfeasible:
+                status = _highs.status_of(highs.getModelStatus())
+                if status == Status.INFEASIBLE:
                     return lo, hi, True
-                if status != highspy.HighsModelStatus.kOptimal:
+                if status != Status.OPTIMAL:
                     continue
                 value = sense * float(highs.getInfo().objective_function_value)
                 # Generous against the LP's 1e-7 tolerances (an objective error of the order
@@ -531,8 +501,6 @@ def _fit_lp(A: np.ndarray, c: np.ndarray, x: np.ndarray, norm: str, lo: np.ndarr
             hi: np.ndarray, S: np.ndarray | None = None, r: np.ndarray | None = None
             ) -> np.ndarray | None:
     """argmin over lo <= z <= hi (and S z <= r) of ||A z + c - x|| (linf or l1), by HiGHS."""
-    import highspy
-
     n, k = A.shape
     n_t = n if norm == "l1" else 1
     T = np.zeros((n, n_t))
@@ -545,27 +513,17 @@ def _fit_lp(A: np.ndarray, c: np.ndarray, x: np.ndarray, norm: str, lo: np.ndarr
         blocks.append(np.hstack([S, np.zeros((len(S), n_t))]))
         row_lo.append(np.full(len(S), -np.inf))
         row_hi.append(r)
-    matrix = sp.csc_matrix(np.vstack(blocks))
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = k + n_t, matrix.shape[0]
-    lp.col_cost_ = np.concatenate([np.zeros(k), np.ones(n_t)])
-    lp.col_lower_ = np.concatenate([lo, np.zeros(n_t)])
-    lp.col_upper_ = np.concatenate([hi, np.full(n_t, np.inf)])
-    lp.row_lower_ = np.concatenate(row_lo)
-    lp.row_upper_ = np.concatenate(row_hi)
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = matrix.indptr.astype(np.int32)
-    lp.a_matrix_.index_ = matrix.indices.astype(np.int32)
-    lp.a_matrix_.value_ = matrix.data.astype(np.float64)
-    lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = k + n_t, matrix.shape[0]
-    highs = new_highs()
-    highs.setOptionValue("primal_feasibility_tolerance", _POLISH_TOL)
-    highs.setOptionValue("dual_feasibility_tolerance", _POLISH_TOL)
-    highs.passModel(lp)
+    lp = _highs.model(np.concatenate([np.zeros(k), np.ones(n_t)]),
+                      np.concatenate([lo, np.zeros(n_t)]),
+                      np.concatenate([hi, np.full(n_t, np.inf)]),
+                      sp.csc_matrix(np.vstack(blocks)), np.concatenate(row_lo),
+                      np.concatenate(row_hi))
+    highs = _highs.loaded(lp, primal_feasibility_tolerance=_POLISH_TOL,
+                          dual_feasibility_tolerance=_POLISH_TOL)
     highs.run()
-    if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+    if _highs.status_of(highs.getModelStatus()) != Status.OPTIMAL:
         return None
-    z = np.asarray(highs.getSolution().col_value, dtype=np.float64)[:k]
+    z = _highs.column_values(highs)[:k]
     return np.clip(z, lo, hi)
 
 

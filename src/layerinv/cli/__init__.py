@@ -12,8 +12,8 @@ from typing import NoReturn
 
 import numpy as np
 
+from layerinv import solvers
 from layerinv._layer_inversion import METHODS
-from layerinv._lp import SOLVERS
 from layerinv._validation import (
     SEED,
     check_distinct,
@@ -93,7 +93,7 @@ def _add_invert(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--restarts", type=int_arg(1), default=None,
                    help="gradient methods: restarts")
     p.add_argument("--seed", type=SEED, default=0, help="gradient methods: seed")
-    p.add_argument("--solver", default="auto", choices=SOLVERS)
+    p.add_argument("--solver", default="auto", choices=solvers.names())
     p.add_argument("--out", required=True,
                    help="where to write z (.npy; the suffix is added if missing)")
     p.add_argument("--quiet", action="store_true", help="print only the totals")

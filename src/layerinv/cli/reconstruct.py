@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from layerinv import solvers
 from layerinv._validation import (
     SEED,
     check_distinct,
@@ -73,6 +74,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="auto: linf for identity/mask, pgd for gaussian/magnitude")
     method.add_argument("--noise", type=float_arg(0.0), default=None,
                         help="LP methods: a bound on ||y - A G(z*)||_inf, if known")
+    method.add_argument("--solver", default=None, choices=solvers.names(),
+                        help="LP methods, lp+gd and pgd: the LP backend (default auto)")
     method.add_argument("--projection", default=None, choices=("linf", "l1"),
                         help="pgd: the LP used as the projection (default linf)")
     method.add_argument("--max-iter", type=int_arg(1), default=None,
@@ -221,6 +224,8 @@ def _method_options(args: argparse.Namespace, measurement: Any) -> tuple[str, di
         options = {"noise": args.noise, "seed": args.seed}
     else:
         options = {"noise": args.noise}
+    if method != "gd" and args.solver is not None:
+        options["solver"] = args.solver
     return method, options
 
 

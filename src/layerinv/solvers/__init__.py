@@ -1,0 +1,190 @@
+"""The layer-problem solvers: a registry of backends by name, and the one front door `solve`.
+
+Backends (one private module each, each ending in `BACKEND = ...`):
+- 'ipm' (`_ipm.py`): the structured interior point with row screening, the fast one.
+- 'highs' (`_highs.py`): HiGHS's dual simplex, the robust general solver. `_highs.py` is
+  also where exact.py builds and runs its HiGHS models.
+- 'cvxopt' (`_cvxopt.py`): cvxopt's LP solver (the paper authors' choice), a reference.
+- 'auto': the interior point, and HiGHS whenever it reports trouble (a Cholesky that fails
+  even with regularisation, no convergence, an answer the post-check rejects).
+`_linalg.py` holds the dense linear algebra (Gram, Cholesky, least squares) they share with
+the layer inversion; `problem.py` what every backend takes and returns.
+
+Adding a backend touches two places: its own module, which subclasses `problem.Backend`
+(or wraps a function problem -> LPResult in `problem.FunctionBackend`), and one
+`register(name, backend)` line below. From then on `invert(..., solver=name)`,
+`reconstruct(..., solver=name)` (pgd's projections included) and the command line's
+`--solver` take it. A backend registered at run time instead (`layerinv.solvers.register`)
+exists in the process that registered it, not in `n_jobs` workers, which start afresh.
+
+Every backend answer passes `problem.check_result` before anyone reads it: a wrong answer is
+a NUMERICAL_ERROR with a message (the layer's 'solver_error'), never a silently wrong
+'optimal'. A stated noise bound (`t_max`) is decided here, before any backend sees it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from layerinv._blas import on_one_thread
+from layerinv._validation import check_choice
+from layerinv.errors import InputError
+from layerinv.results import Status
+from layerinv.solvers import _cvxopt, _highs, _ipm
+from layerinv.solvers.problem import (
+    Backend,
+    FunctionBackend,
+    LayerProblem,
+    LPResult,
+    check_result,
+    slack_needed,
+)
+
+__all__ = [
+    "ACCURACY_FACTOR",
+    "Backend",
+    "Fallback",
+    "FunctionBackend",
+    "LPResult",
+    "LayerProblem",
+    "get",
+    "names",
+    "register",
+    "slack_needed",
+    "solve",
+    "solve_many",
+]
+
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register(name: str, backend: Backend) -> None:
+    """Make `backend` available as solver=`name` everywhere a layer problem is solved."""
+    if not isinstance(name, str) or not name:
+        raise InputError(f"a solver name must be a non-empty str; got {name!r}")
+    if not isinstance(backend, Backend):
+        raise InputError(f"backend must be a layerinv.solvers.Backend; got "
+                         f"{type(backend).__name__}")
+    if name in _BACKENDS:
+        raise InputError(f"solver {name!r} is registered already")
+    _BACKENDS[name] = backend
+
+
+def names() -> tuple[str, ...]:
+    """The registered solver names, in registration order ('auto' first)."""
+    return tuple(_BACKENDS)
+
+
+def get(name: object) -> Backend:
+    """The backend registered as `name`; an unknown name is an InputError naming the choices."""
+    return _BACKENDS[check_choice(name, names(), "solver")]
+
+
+@dataclass(frozen=True)
+class Fallback(Backend):
+    """`first`, and `second` wherever first's checked answer is a numerical error or a cap."""
+
+    first: Backend
+    second: Backend
+
+    def solve(self, problem: LayerProblem) -> LPResult:
+        result = check_result(problem, self.first.solve(problem))
+        if result.status not in (Status.NUMERICAL_ERROR, Status.MAX_STEPS):
+            return result
+        fallback = self.second.solve(problem)
+        fallback.message = (f"{result.solver}: {result.status}; solved by {fallback.solver} "
+                            f"instead")
+        fallback.seconds += result.seconds
+        return fallback
+
+
+register("auto", Fallback(_ipm.BACKEND, _highs.BACKEND))
+register("ipm", _ipm.BACKEND)
+register("highs", _highs.BACKEND)
+register("cvxopt", _cvxopt.BACKEND)
+
+
+# --------------------------------------------------------------------------- the front door
+def solve(problem: LayerProblem, solver: str = "auto") -> LPResult:
+    """Solve one layer problem with the backend named `solver` (see `solve_many`)."""
+    return solve_many([problem], solver)[0]
+
+
+@on_one_thread
+def solve_many(problems: Sequence[LayerProblem], solver: str = "auto") -> list[LPResult]:
+    """Solve layer problems, each backend call receiving all of them that it can at once.
+
+    With a bound on the slacks (`t_max`), status INFEASIBLE means the bound is proven
+    contradicted: see `_solve_bounded`.
+    """
+    backend = get(solver)
+    results: list[LPResult | None] = [None] * len(problems)
+    free = [i for i, problem in enumerate(problems) if problem.t_max is None]
+    bounded = [i for i, problem in enumerate(problems) if problem.t_max is not None]
+    for i, result in zip(free, _solve_checked(backend, [problems[i] for i in free]),
+                         strict=True):
+        results[i] = result
+    for i, result in zip(bounded, _solve_bounded(backend, [problems[i] for i in bounded]),
+                         strict=True):
+        results[i] = result
+    return results  # type: ignore[return-value]  # every index is filled above
+
+
+def _solve_checked(backend: Backend, problems: list[LayerProblem]) -> list[LPResult]:
+    """The problems as given (a slack ceiling `t_max`, if any, is only a constraint here)."""
+    if not problems:
+        return []
+    answers = backend.solve_many(problems)
+    if len(answers) != len(problems):
+        raise RuntimeError(f"a solver backend returned {len(answers)} answers to "
+                           f"{len(problems)} problems")
+    return [check_result(problem, answer)
+            for problem, answer in zip(problems, answers, strict=True)]
+
+
+# An interior point's `accuracy` rests on an estimate of ||x - x*|| (2 ||x||), not a proof;
+# a contradiction is claimed only beyond this many times it. Measured on 60 layer LPs
+# (20 x 60 x 784 decoder and k x 250 x 400/600 nets, noise 0 to 1e-2): the objective's
+# excess over the true optimum was at most 0.95 times the accuracy.
+ACCURACY_FACTOR = 10.0
+
+
+def _solve_bounded(backend: Backend, problems: list[LayerProblem]) -> list[LPResult]:
+    """A stated bound t_max on every slack, decided before the bounded LP is ever solved.
+
+    Some h meets the bound exactly when the l_inf LP's optimum t* is <= t_max, for l_1 as for
+    l_inf (every t_j <= t_max is the l_inf question). So the l_inf LP is solved without the
+    bound, an LP that is always feasible, and the bound is reported contradicted
+    ('infeasible') only when both (a) the point found needs a slack above t_max (no witness)
+    and (b) its objective exceeds t_max by more than ACCURACY_FACTOR times the solver's
+    stated accuracy (a lower bound on t*). A bound the data respects is never contradicted:
+    the interior point's objective is only accurate to ~1e-10 and the earlier tolerance
+    (1e-7 relative) was tighter than that. l_1 then solves with slack ceilings
+    max(t_max, the slack the l_inf point needs): feasible, so no solver is asked to prove
+    infeasibility (HiGHS answered 'Unknown' on an infeasible l_1 LP). The fit returned meets
+    the bound to the solver's accuracy.
+    """
+    linf = [dataclasses.replace(problem, norm="linf", t_max=None) for problem in problems]
+    results = _solve_checked(backend, linf)
+    ceilings: list[tuple[int, LayerProblem]] = []
+    for i, (problem, check) in enumerate(zip(problems, results, strict=True)):
+        if not check.success:
+            continue
+        margin = ACCURACY_FACTOR * check.accuracy
+        needed = slack_needed(linf[i], check.h)
+        if needed > problem.t_max and check.objective - margin > problem.t_max:
+            check.status = Status.INFEASIBLE
+            check.message = (f"the smallest l_inf slack {check.objective:.3g} (accuracy "
+                             f"{check.accuracy:.1g}) exceeds the noise bound "
+                             f"{problem.t_max:.3g}")
+            continue
+        if problem.norm == "l1":
+            ceilings.append((i, dataclasses.replace(problem, t_max=max(problem.t_max, needed))))
+    answers = _solve_checked(backend, [ceiling for _, ceiling in ceilings])
+    for (i, _), bounded in zip(ceilings, answers, strict=True):
+        bounded.seconds += results[i].seconds
+        bounded.iterations += results[i].iterations
+        results[i] = bounded
+    return results

@@ -1,0 +1,178 @@
+"""HiGHS (highspy): the 'highs' backend, and the one place layerinv builds and runs HiGHS models.
+
+`new_highs` (a silent Highs), `model` (a HighsLp from arrays and a CSC matrix), `loaded` (a
+Highs with options set and the model passed), `status_of` (HiGHS's model status in
+layerinv's vocabulary), `set_start` and `column_values` serve the backend here and exact.py's
+MILPs and LPs alike: highspy is imported nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from layerinv._blas import on_one_thread
+from layerinv.results import Status
+from layerinv.solvers.problem import (
+    ROUNDOFF,
+    FunctionBackend,
+    LayerProblem,
+    LPResult,
+    constraint_rows,
+    slack_bounds,
+)
+
+if TYPE_CHECKING:
+    import highspy
+
+_BANNER_LOCK = threading.Lock()
+_banner_shown = False
+
+
+def new_highs() -> highspy.Highs:
+    """A silent highspy.Highs.
+
+    The first Highs of a process prints a copyright banner on the C stdout before any option
+    can be set; it would land in the middle of the command line's output, so that one
+    construction runs with file descriptor 1 pointed at /dev/null.
+    """
+    import highspy
+
+    global _banner_shown
+    with _BANNER_LOCK:
+        if _banner_shown:
+            highs = highspy.Highs()
+        else:
+            sys.stdout.flush()
+            saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            try:
+                highs = highspy.Highs()
+            finally:
+                os.dup2(saved, 1)
+                os.close(saved)
+                os.close(devnull)
+            _banner_shown = True
+    highs.setOptionValue("output_flag", False)
+    return highs
+
+
+
+
+def model(cost: np.ndarray, col_lower: np.ndarray, col_upper: np.ndarray,
+          matrix: sp.csc_matrix, row_lower: np.ndarray, row_upper: np.ndarray,
+          integer: np.ndarray | None = None) -> highspy.HighsLp:
+    """min cost'x s.t. row_lower <= matrix x <= row_upper, col_lower <= x <= col_upper.
+
+    `matrix` is column-wise with sorted indices (HiGHS's kColwise); `integer` flags the
+    integer columns (none: an LP).
+    """
+    import highspy
+
+    n_rows, n_cols = matrix.shape
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n_cols, n_rows
+    lp.col_cost_ = cost
+    lp.col_lower_ = col_lower
+    lp.col_upper_ = col_upper
+    lp.row_lower_ = row_lower
+    lp.row_upper_ = row_upper
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = matrix.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = matrix.indices.astype(np.int32)
+    lp.a_matrix_.value_ = matrix.data.astype(np.float64)
+    lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = n_cols, n_rows
+    if integer is not None and integer.any():
+        lp.integrality_ = [highspy.HighsVarType.kInteger if flag
+                           else highspy.HighsVarType.kContinuous for flag in integer]
+    return lp
+
+
+def loaded(lp: highspy.HighsLp, **options: Any) -> highspy.Highs:
+    """A silent Highs with `options` set (in the order given) and `lp` passed, not yet run."""
+    highs = new_highs()
+    for name, value in options.items():
+        highs.setOptionValue(name, value)
+    highs.passModel(lp)
+    return highs
+
+
+def status_of(model_status: highspy.HighsModelStatus, *, mip: bool = False) -> Status:
+    """HiGHS's model status in layerinv's words; every status not named is NUMERICAL_ERROR.
+
+    mip=True reads a MILP whose objective is bounded below, as exact.py builds them: a
+    solution limit is the first feasible point asked for (OPTIMAL), 'unbounded or infeasible'
+    can only be infeasible, and an empty model is trivially optimal.
+    """
+    import highspy
+
+    kinds = highspy.HighsModelStatus
+    names = {
+        kinds.kOptimal: Status.OPTIMAL,
+        kinds.kInfeasible: Status.INFEASIBLE,
+        kinds.kIterationLimit: Status.MAX_STEPS,
+        kinds.kTimeLimit: Status.MAX_STEPS,
+    }
+    if mip:
+        names.update({
+            kinds.kSolutionLimit: Status.OPTIMAL,
+            kinds.kUnboundedOrInfeasible: Status.INFEASIBLE,
+            kinds.kModelEmpty: Status.OPTIMAL,
+        })
+    return names.get(model_status, Status.NUMERICAL_ERROR)
+
+
+def set_start(highs: highspy.Highs, values: np.ndarray) -> None:
+    """Hand HiGHS a starting point (a MIP start: its incumbent if feasible)."""
+    import highspy
+
+    solution = highspy.HighsSolution()
+    solution.col_value = list(values)
+    solution.value_valid = True
+    highs.setSolution(solution)
+
+
+def column_values(highs: highspy.Highs) -> np.ndarray:
+    """The solution's column values (empty when HiGHS has none)."""
+    return np.asarray(highs.getSolution().col_value, dtype=np.float64)
+
+
+@on_one_thread
+def solve_highs(problem: LayerProblem) -> LPResult:
+    """Dual simplex in HiGHS (presolve off: measured faster on these dense layers)."""
+    started = time.perf_counter()
+    m = problem.n_inputs
+    matrix, row_lo, row_hi = constraint_rows(problem)
+    floors, t_high = slack_bounds(problem)
+    n_t = len(floors)
+    lp = model(np.concatenate([np.zeros(m), np.ones(n_t)]),
+               np.concatenate([problem.h_low, floors]), np.concatenate([problem.h_high, t_high]),
+               sp.csc_matrix(matrix), row_lo, row_hi)
+    highs = loaded(lp, presolve="off", solver="simplex",
+                   simplex_strategy=1)  # dual simplex
+    highs.run()
+    model_status = highs.getModelStatus()
+    x = column_values(highs)
+    if len(x) != m + n_t:
+        x = np.zeros(m + n_t)
+    status = status_of(model_status)
+    info = highs.getInfo()
+    objective = float(x[m:].sum())
+    # A simplex point infeasible by up to HiGHS's tolerance is optimal for a slightly relaxed
+    # LP, whose optimum is below the true one: only dual infeasibility and round-off can put
+    # the objective above it.
+    accuracy = (2 * float(info.max_dual_infeasibility) * (1 + float(np.abs(x).sum()))
+                + ROUNDOFF * (1 + abs(objective)))
+    return LPResult(h=x[:m], t=x[m:], objective=objective, status=status,
+                    solver="highs", iterations=int(info.simplex_iteration_count),
+                    seconds=time.perf_counter() - started,
+                    message=highs.modelStatusToString(model_status), accuracy=accuracy)
+
+
+BACKEND = FunctionBackend(solve_highs)

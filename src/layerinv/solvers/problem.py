@@ -1,0 +1,240 @@
+"""What every solver backend takes and returns: `LayerProblem`, `LPResult`, `Backend`.
+
+The layer problem, for a weight W (n x m), bias b and a preimage `Band` (activations.py):
+
+    linf:  min t          s.t.  lower_j - sl_j t   <= w_j h + b_j <= upper_j + su_j t,
+                                t >= t_floor_j,  h_low <= h <= h_high  (and t <= t_max)
+    l1:    min sum_j t_j  s.t.  the same rows with one slack t_j each  (t_j <= t_max).
+
+A backend solves it as given (a ceiling `t_max` is only a constraint to it); the registry
+(`layerinv.solvers.solve`) decides a stated noise bound before any backend sees one, and
+passes every answer through `check_result`, so a backend's wrong answer becomes a
+'numerical_error' with a message, never a silently wrong 'optimal'.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from layerinv.activations import Band
+from layerinv.results import Status
+
+ROUNDOFF = 1e-9
+"""Relative accuracy of a simplex or cvxopt objective beyond what the solver reports
+(the interior point's own gap tolerance)."""
+
+FEASIBILITY = 1e-6
+"""The post-check's tolerance on a bound or row, relative to the size of its terms. Every
+backend's own is tighter: HiGHS's primal feasibility 1e-7, the interior point's residual
+1e-9 (1 + ||g||), cvxopt's 1e-7."""
+
+
+@dataclass
+class LPResult:
+    """One layer problem's answer, modelled on scipy.optimize.OptimizeResult."""
+
+    h: np.ndarray
+    """The layer input found (m,)."""
+    t: np.ndarray
+    """The slack: shape (1,) for linf, (n,) for l1."""
+    objective: float
+    status: Status
+    """OPTIMAL, INFEASIBLE, MAX_STEPS (an iteration or time cap) or NUMERICAL_ERROR."""
+    solver: str
+    iterations: int
+    seconds: float
+    message: str = ""
+    accuracy: float = 0.0
+    """How far `objective` may lie above the LP's true optimum, by the solver's own measure
+    (interior point: duality gap + primal and dual residual terms at its last iterate)."""
+
+    @property
+    def success(self) -> bool:
+        return self.status == Status.OPTIMAL
+
+
+@dataclass
+class LayerProblem:
+    """One layer's LP in the form of the module docstring."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None
+    band: Band
+    h_low: np.ndarray
+    h_high: np.ndarray
+    norm: str  # "linf" or "l1"
+    t_max: float | None = None
+    """An upper bound on every slack (a noise bound stated by the user), or None."""
+    t_min: float = 0.0
+    """An extra floor on the shared l_inf slack (kept when rows are screened out)."""
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def n_inputs(self) -> int:
+        return int(self.weight.shape[1])
+
+    def shifted_band(self) -> tuple[np.ndarray, np.ndarray]:
+        """Band ends at t = 0 with the bias moved to the right-hand side."""
+        bias = 0.0 if self.bias is None else self.bias
+        return self.band.lower - bias, self.band.upper - bias
+
+    def slack_floors(self) -> np.ndarray:
+        """Lower bounds of the slack variables: one per row (l1) or one shared (linf)."""
+        if self.norm == "l1":
+            return self.band.t_floor
+        return np.array([max(float(self.band.t_floor.max(initial=0.0)), self.t_min)])
+
+    def subset(self, rows: np.ndarray) -> LayerProblem:
+        """The same LP on a subset of the rows (a boolean mask); the l_inf floor is kept."""
+        band = self.band
+        sub_band = Band(*(getattr(band, name)[rows] for name in
+                          ("lower", "lower_slope", "upper", "upper_slope", "t_floor", "center")))
+        return LayerProblem(self.weight[rows], None if self.bias is None else self.bias[rows],
+                            sub_band, self.h_low, self.h_high, self.norm, self.t_max,
+                            float(self.slack_floors().max()) if self.norm == "linf" else 0.0)
+
+
+class Backend(ABC):
+    """A solver backend: one layer problem in, one `LPResult` out.
+
+    `solve_many` receives all of a layer's problems at once (a batched walk hands them over
+    in one call); the default solves them one by one, a batched backend overrides it.
+    """
+
+    @abstractmethod
+    def solve(self, problem: LayerProblem) -> LPResult:
+        """Solve the problem as given (`t_max`, if set, is a ceiling on every slack)."""
+
+    def solve_many(self, problems: Sequence[LayerProblem]) -> list[LPResult]:
+        return [self.solve(problem) for problem in problems]
+
+
+@dataclass(frozen=True)
+class FunctionBackend(Backend):
+    """A backend made of one function problem -> result."""
+
+    function: Callable[[LayerProblem], LPResult]
+
+    def solve(self, problem: LayerProblem) -> LPResult:
+        return self.function(problem)
+
+
+# --------------------------------------------------------------------------- the post-check
+def check_result(problem: LayerProblem, result: LPResult) -> LPResult:
+    """Every backend's answer, checked (as scipy.optimize's `_check_result` does).
+
+    An answer of the wrong shape is replaced by zeros; an 'optimal' one must have a finite h
+    and t, an objective equal to sum(t) and a non-negative accuracy, and respect every bound
+    and row to FEASIBILITY. A failure turns the status into NUMERICAL_ERROR with a message
+    (the layer reports 'solver_error'). A passing answer is returned untouched.
+    """
+    m, n_t = problem.n_inputs, len(problem.slack_floors())
+    h, t = np.asarray(result.h), np.asarray(result.t)
+    if h.shape != (m,) or t.shape != (n_t,):
+        flaw = f"h has shape {h.shape} and t {t.shape}, expected ({m},) and ({n_t},)"
+        result.h, result.t = np.zeros(m), np.zeros(n_t)
+    elif result.status != Status.OPTIMAL:
+        return result
+    else:
+        flaw = _flaw_of_optimal(problem, result)
+    if flaw is not None:
+        result.message = f"{result.solver}'s answer fails the post-check: {flaw}"
+        result.status = Status.NUMERICAL_ERROR
+    return result
+
+
+def _flaw_of_optimal(problem: LayerProblem, result: LPResult) -> str | None:
+    h, t = np.asarray(result.h, dtype=np.float64), np.asarray(result.t, dtype=np.float64)
+    if not (np.all(np.isfinite(h)) and np.all(np.isfinite(t))):
+        return "h or t is not finite"
+    objective, accuracy = float(result.objective), float(result.accuracy)
+    if not accuracy >= 0.0:
+        return f"accuracy {accuracy!r} is not >= 0"
+    total = float(t.sum())
+    if not abs(objective - total) <= ROUNDOFF * (1 + abs(total)) + accuracy:
+        return f"objective {objective!r} differs from sum(t) = {total!r}"
+    violation, scale = _violation(problem, h, t)
+    if violation > FEASIBILITY * scale:
+        return (f"the point breaks a bound or row by {violation:.3g} (tolerance "
+                f"{FEASIBILITY * scale:.1g})")
+    return None
+
+
+def _violation(problem: LayerProblem, h: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+    """The largest violation of a row, a box bound or a slack bound, and the terms' size."""
+    lower, upper = problem.shifted_band()
+    band = problem.band
+    u = problem.weight @ h
+    t_rows = t if problem.norm == "l1" else np.full(problem.n_rows, t[0])
+    with np.errstate(invalid="ignore"):
+        above = np.where(np.isfinite(upper), u - upper - band.upper_slope * t_rows, -np.inf)
+        below = np.where(np.isfinite(lower), lower - u - band.lower_slope * t_rows, -np.inf)
+    ceiling = np.inf if problem.t_max is None else problem.t_max * (1 + 1e-9)
+    worst = max(np.max(above, initial=0.0), np.max(below, initial=0.0),
+                np.max(problem.h_low - h, initial=0.0), np.max(h - problem.h_high, initial=0.0),
+                np.max(problem.slack_floors() - t, initial=0.0),
+                np.max(t - ceiling, initial=0.0))
+    ends = np.concatenate([upper[np.isfinite(upper)], lower[np.isfinite(lower)]])
+    scale = 1.0 + max(np.max(np.abs(u), initial=0.0), np.max(np.abs(ends), initial=0.0),
+                      np.max(np.abs(h), initial=0.0), np.max(np.abs(t), initial=0.0),
+                      np.max(np.abs(band.upper_slope * t_rows)[np.isfinite(upper)], initial=0.0),
+                      np.max(np.abs(band.lower_slope * t_rows)[np.isfinite(lower)], initial=0.0))
+    return float(worst), float(scale)
+
+
+# --------------------------------------------------------------------------- shared forms
+def slack_needed(problem: LayerProblem, h: np.ndarray) -> float:
+    """The smallest shared slack at which h (clipped into its box) meets every band row.
+
+    An upper bound on the l_inf LP's optimum, computed from the point alone: a witness.
+    """
+    h = np.clip(h, problem.h_low, problem.h_high)
+    lower, upper = problem.shifted_band()
+    band = problem.band
+    u = problem.weight @ h
+    with np.errstate(invalid="ignore"):
+        above = np.where(np.isfinite(upper), (u - upper) / band.upper_slope, -np.inf)
+        below = np.where(np.isfinite(lower), (lower - u) / band.lower_slope, -np.inf)
+    return float(max(np.max(above, initial=0.0), np.max(below, initial=0.0),
+                     float(problem.slack_floors().max(initial=0.0))))
+
+
+def constraint_rows(problem: LayerProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The band rows as a dense matrix over (h, T) with row bounds: row_lo <= A x <= row_hi.
+
+    Row j, upper end:  w_j h - su_j T_j <= upper_j ;  lower end:  w_j h + sl_j T_j >= lower_j.
+    The explicit form that general solvers (HiGHS, cvxopt) take.
+    """
+    W, n, m = problem.weight, problem.n_rows, problem.n_inputs
+    l1 = problem.norm == "l1"
+    n_t = n if l1 else 1
+    lower, upper = problem.shifted_band()
+    band = problem.band
+    rows, row_lo, row_hi = [], [], []
+    t_index = np.arange(n) if l1 else np.zeros(n, dtype=int)
+    # Row j, upper end:  w_j h - su_j t <= upper_j ;  lower end:  w_j h + sl_j t >= lower_j.
+    for side, ends, slopes, sign in ((0, upper, band.upper_slope, -1.0),
+                                     (1, lower, band.lower_slope, 1.0)):
+        keep = np.flatnonzero(np.isfinite(ends))
+        block = np.zeros((len(keep), m + n_t))
+        block[:, :m] = W[keep]
+        block[np.arange(len(keep)), m + t_index[keep]] = sign * slopes[keep]
+        rows.append(block)
+        row_lo.append(np.full(len(keep), -np.inf) if side == 0 else ends[keep])
+        row_hi.append(ends[keep] if side == 0 else np.full(len(keep), np.inf))
+    return np.vstack(rows), np.concatenate(row_lo), np.concatenate(row_hi)
+
+
+def slack_bounds(problem: LayerProblem) -> tuple[np.ndarray, np.ndarray]:
+    """The slacks' lower and upper bounds (the ceiling t_max, widened by round-off)."""
+    n_t = problem.n_rows if problem.norm == "l1" else 1
+    floors = problem.slack_floors()
+    t_high = np.full(n_t, np.inf if problem.t_max is None else problem.t_max * (1 + 1e-9))
+    return floors, t_high
