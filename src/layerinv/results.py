@@ -8,7 +8,7 @@ every solver, method and command builds these types, so they sit below all of th
 Single and batch. Every builder computes a batch, shape (B, ...), and hands it to
 `Inversion.from_batch` / `Reconstruction.from_batch` with `single`: whether the caller gave
 one observation, shape (n,). That is the one place where per-sample fields are unwrapped to
-plain scalars (`sample`), and the result keeps the flag (`single`), so nothing has to guess it
+plain scalars (`unwrap`), and the result keeps the flag (`single`), so nothing has to guess it
 from a field's type (a `Status` is a str, and so is every element of a batch's status array).
 """
 
@@ -64,7 +64,7 @@ or 'fit_lost' where the returned z does not keep the output layer's fit (see `In
 GRADIENT_METHODS = ("gd", "lp+gd")
 
 
-def sample(values: Any, single: bool, scalar: Callable[[Any], Any] = lambda value: value
+def unwrap(values: Any, single: bool, scalar: Callable[[Any], Any] = lambda value: value
            ) -> Any:
     """Sample 0 of a batch, as `scalar(values[0])`, for a single observation; else the batch.
 
@@ -167,10 +167,10 @@ class Inversion:
         """The result of a batch of B observations, every per-sample argument with a leading
         axis of B (`layers`: B lists of reports; `history`: B arrays, or None); `single`: the
         caller gave one observation, so every per-sample field is unwrapped to sample 0's."""
-        return cls(sample(z, single), sample(np.asarray(success, dtype=bool), single, bool),
-                   sample(_statuses(status), single), sample(list(layers), single),
-                   sample(np.asarray(residual, dtype=np.float64), single, float), seconds,
-                   method, None if history is None else sample(history, single),
+        return cls(unwrap(z, single), unwrap(np.asarray(success, dtype=bool), single, bool),
+                   unwrap(_statuses(status), single), unwrap(list(layers), single),
+                   unwrap(np.asarray(residual, dtype=np.float64), single, float), seconds,
+                   method, None if history is None else unwrap(history, single),
                    single=single)
 
     @property
@@ -271,8 +271,8 @@ class Reconstruction:
         if inversion.single != single:
             raise ValueError(f"the inversion is {'single' if inversion.single else 'batched'}"
                              f" but single={single}")
-        return cls(inversion, sample(signal, single),
-                   sample(np.asarray(measurement_residual, dtype=np.float64), single, float),
+        return cls(inversion, unwrap(signal, single),
+                   unwrap(np.asarray(measurement_residual, dtype=np.float64), single, float),
                    measurement, inversion.history)
 
     @property
