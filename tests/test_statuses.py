@@ -77,6 +77,48 @@ def test_noise_1e_9_on_the_trained_decoder_is_not_a_violation():
         assert np.all(result.eps[:, -1] <= 1e-9 + 1e-9 * np.abs(noisy).max(axis=1))
 
 
+def test_an_all_zero_relu_observation_is_not_called_unrealizable():
+    """Found by the property test above (seed 11778, widths [2, 6, 14]): x = G(z) = 0, every
+    output unit off, realizable by z = 0. 'exact' said 'not_realizable': the first layer's LP
+    found slack 2.0e-10 at a stated accuracy of 1.9e-10, and the exact method had compared it
+    with round-off times max|y| = 0. It is now claimed only beyond the solver's accuracy, the
+    rule that decides a noise bound (solvers.proves_slack_above)."""
+    seed = 11778
+    net = random_network([2, 6, 14], seed=seed)
+    x = net(np.random.default_rng([seed, 11]).standard_normal(2))
+    assert not np.any(x)
+    for noise in (0.0, None):
+        for solver in LP_SOLVERS:
+            for method in ("exact", "linf", "l1"):
+                result = invert(net, x, method, noise=noise, solver=solver, progress=False)
+                where = (noise, solver, method, [(r.status, r.eps) for r in result.layers])
+                # No output unit is on: the last layer pins nothing, so z is not unique.
+                assert result.status == "not_unique", where
+                assert all(r.status in ("optimal", "not_unique") for r in result.layers), where
+                assert result.residual <= 1e-9, where
+
+
+def test_realizable_data_solved_by_the_lp_is_not_called_unrealizable(monkeypatch):
+    """The same rule where the least-squares shortcut is not taken: with it disabled every
+    layer goes to the l_inf LP, whose slack on realizable data is within its own accuracy.
+    (Since h = 0 became the shortcut's candidate where no row is pinned, the all-zero example
+    above no longer reaches the LP; this test keeps the LP's side of the rule covered.)"""
+    from layerinv import _layer_inversion
+
+    monkeypatch.setattr(_layer_inversion, "_least_squares",
+                        lambda layer, band: (None, False, None))
+    seed = 11778
+    zero_net = random_network([2, 6, 14], seed=seed)
+    zero_x = zero_net(np.random.default_rng([seed, 11]).standard_normal(2))
+    net, _, x = realizable_instance([5, 20, 60], seed=2)
+    for network, observation in ((zero_net, zero_x), (net, x)):
+        for solver in LP_SOLVERS:
+            result = invert(network, observation, "exact", noise=0.0, solver=solver,
+                            progress=False)
+            statuses = [r.status for r in result.layers]
+            assert "not_realizable" not in statuses, (solver, statuses)
+
+
 # ------------------------------------------------------------------ bounds contradicted
 @pytest.mark.parametrize("solver", LP_SOLVERS)
 @pytest.mark.parametrize("method", ["exact", "linf", "l1"])

@@ -82,11 +82,11 @@ from layerinv._blas import one_torch_thread
 from layerinv._validation import as_float_array, check_choice, check_finite, check_positive
 from layerinv.errors import InputError
 from layerinv.network import Network
-from layerinv.results import Inversion
+from layerinv.results import Inversion, Status
 
 OPTIMIZERS = ("adam", "sgd")
 REDUCTIONS = ("mean", "sum")
-GD_STATUSES = ("converged", "stalled", "diverged", "max_steps")
+GD_STATUSES = (Status.CONVERGED, Status.STALLED, Status.DIVERGED, Status.MAX_STEPS)
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 DEFAULT_PRESET = "bora2017"
@@ -274,11 +274,8 @@ def _gradient_descent(generator: Network | nn.Module | Sequence[Network], x: obj
     scale = np.max(flat if weights is None else flat * weights, axis=1)
     success = residual <= success_tol * scale
     seconds = time.perf_counter() - started
-    if single:
-        return Inversion(z[0], bool(success[0]), str(status[0]), [], float(residual[0]),
-                         seconds, "gd", history[0])
-    return Inversion(z, success, status, [[] for _ in range(n_samples)], residual, seconds,
-                     "gd", history)
+    return Inversion.from_batch(z, success, status, [[] for _ in range(n_samples)], residual,
+                                seconds, "gd", history, single=single)
 
 
 @wraps(_gradient_descent)
@@ -351,8 +348,7 @@ def sample_seconds(result: Inversion) -> np.ndarray:
 
 def summary(result: Inversion, x: object, success_tol: float = SUCCESS_TOL) -> str:
     """A text table of a gradient result: per sample, stop reason, fit, seconds (shared out)."""
-    single = isinstance(result.status, str)
-    statuses = [result.status] if single else list(result.status)
+    statuses = [result.status] if result.single else list(result.status)
     successes = np.atleast_1d(result.success)
     residuals = np.atleast_1d(result.residual)
     scale = _scale(x, len(statuses))
@@ -758,7 +754,7 @@ def _run(forward: Callable[[torch.Tensor], torch.Tensor], batch: np.ndarray,
     state = _OptimizerState(opts, z)
     active = torch.ones(rows, dtype=torch.bool, device=dev)
     # Why each row stopped, as an index into GD_STATUSES; rows still running say 'max_steps'.
-    reason = torch.full((rows,), GD_STATUSES.index("max_steps"), dtype=torch.int8, device=dev)
+    reason = torch.full((rows,), GD_STATUSES.index(Status.MAX_STEPS), dtype=torch.int8, device=dev)
     prev_loss = torch.full((rows,), float("inf"), device=dev, dtype=dtype)
     best_loss = torch.full((rows,), float("inf"), device=dev, dtype=dtype)
     best_z = z.clone()
@@ -830,7 +826,7 @@ def _run(forward: Callable[[torch.Tensor], torch.Tensor], batch: np.ndarray,
     reasons = reason[chosen].cpu().numpy()
     status = np.array([GD_STATUSES[r] for r in reasons], dtype=object)
     if target is not None:
-        status[final_loss <= target] = "converged"
+        status[final_loss <= target] = Status.CONVERGED
     hist = history[:, chosen].cpu().to(torch.float64).numpy()
     counts = evaluations[chosen].cpu().numpy()
     histories = [hist[:count, b].copy() for b, count in enumerate(counts)]
@@ -878,12 +874,12 @@ def _stops(loss: torch.Tensor, prev: torch.Tensor, idx: torch.Tensor, rel_tol: f
            reason: torch.Tensor) -> torch.Tensor:
     """Rows that stop before stepping: non-finite loss (diverged) or stalled."""
     diverged = ~torch.isfinite(loss)
-    reason[idx[diverged]] = GD_STATUSES.index("diverged")
+    reason[idx[diverged]] = GD_STATUSES.index(Status.DIVERGED)
     stop = diverged
     if rel_tol is not None:
         scale = torch.maximum(prev, loss)
         stalled = ~diverged & torch.isfinite(prev) & ((prev - loss).abs() <= rel_tol * scale)
-        reason[idx[stalled]] = GD_STATUSES.index("stalled")
+        reason[idx[stalled]] = GD_STATUSES.index(Status.STALLED)
         stop = stop | stalled
     return stop
 
@@ -897,7 +893,7 @@ def _stop_reached_targets(best_loss: torch.Tensor, target_rows: torch.Tensor,
     newly = reached & active
     if bool(newly.any()):
         active[newly] = False
-        reason[newly] = GD_STATUSES.index("converged")
+        reason[newly] = GD_STATUSES.index(Status.CONVERGED)
 
 
 class _OptimizerState:

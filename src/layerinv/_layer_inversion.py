@@ -19,8 +19,11 @@ solved again at that threshold (at most `max_passes` solves) and the solution wi
 achieved residual is kept.
 
 A stated bound is reported contradicted ('noise_bound_violated') only when it is: the l_inf
-LP's optimum exceeds it beyond the solver's accuracy (solvers.solve) and the best fit then
-found does not meet it either.
+LP's optimum exceeds it beyond the solver's accuracy (`solvers.proves_slack_above`) and the best
+fit then found does not meet it either. By the same rule, the exact method reports
+'not_realizable' only when the l_inf LP's optimal slack exceeds zero beyond the solver's
+accuracy (`_beyond_accuracy`): an all-zero ReLU observation, realizable by h = 0, gave slack
+2e-10 at accuracy 1.9e-10 and was called not realizable.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import numpy as np
 from layerinv import solvers
 from layerinv.activations import Band
 from layerinv.network import Layer
-from layerinv.results import LAYER_STATUSES, LayerReport
+from layerinv.results import LAYER_STATUSES, LayerReport, Status
 from layerinv.solvers import _linalg as linalg
 
 METHODS = ("exact", "linf", "l1")
@@ -77,13 +80,12 @@ def invert_layer(layer: Layer, y: np.ndarray, h_low: np.ndarray, h_high: np.ndar
         # The least-squares point fits every row to within round-off (within the stated bound,
         # if any): it is an optimal point of eq. (4), (5) and (6) alike, since each of their
         # optimal values is >= 0 (with a bound: a point that meets it).
-        report = context.report(h, "optimal", "lstsq", 0, 0.0, full_rank=full_rank,
+        report = context.report(h, Status.OPTIMAL, "lstsq", 0, 0.0, full_rank=full_rank,
                                 normal=(band.two_sided, normal))
     elif options.method == "exact":
-        # Not realizable (or not unique): eq. (4) has no answer; the l_inf LP gives the closest.
+        # Not realizable or not unique (or the least-squares point misses round-off): the l_inf
+        # LP gives the closest fit and decides which (`_solve_lp`).
         h, report = _solve_lp(context, threshold, "linf")
-        if report.status == "optimal":
-            report.status = "not_realizable"
         report.method = "exact"
     else:
         h, report = _solve_lp(context, threshold, options.method)
@@ -108,7 +110,7 @@ class _Context:
     unbounded_threshold: float
     """The starting threshold if the stated noise bound turns out to be contradicted."""
 
-    def report(self, h: np.ndarray, status: str, solver: str, iterations: int,
+    def report(self, h: np.ndarray, status: Status, solver: str, iterations: int,
                objective: float, message: str = "", full_rank: bool | None = None,
                normal: tuple[np.ndarray, np.ndarray | None] | None = None) -> LayerReport:
         """The report of answer h; `normal` = (rows, W_rows' W_rows) formed already, if any."""
@@ -133,8 +135,8 @@ class _Context:
             # |W_A (h - h*)| <= eps + incoming row by row; two valid bounds, keep the smaller.
             slack = eps + (eps if self.incoming is None else self.incoming)
             bound = min(np.sqrt(n_active) / sigma_min, worst) * slack if unique else np.inf
-        if status == "optimal" and not unique:
-            status = "not_unique"
+        if status == Status.OPTIMAL and not unique:
+            status = Status.NOT_UNIQUE
             message = message or (f"{n_active} pinned rows for {layer.n_in} unknowns, or "
                                   f"rank-deficient: this layer's pre-image is not unique")
         return LayerReport(layer=self.index, method=self.options.method, status=status,
@@ -194,6 +196,12 @@ def _pinned_rows(layer: Layer, band: Band) -> np.ndarray:
 def _least_squares(layer: Layer, band: Band
                    ) -> tuple[np.ndarray | None, bool, np.ndarray | None]:
     rows = band.two_sided
+    if not rows.any():
+        # No row pins the pre-activation: the minimum-norm solution of the empty system is
+        # h = 0, a candidate the caller checks like any other. Without it an all-zero ReLU
+        # observation (realizable by h = 0) went to the interior point, whose answer missed
+        # noise=0 by its accuracy (eps 8e-12 where 0 is reachable).
+        return np.zeros(layer.n_in), False, None
     bias = 0.0 if layer.bias is None else layer.bias[rows]
     return linalg.least_squares(layer.weight[rows], band.center[rows] - bias)
 
@@ -237,14 +245,14 @@ def _solve_lp(context: _Context, threshold: float, norm: str) -> tuple[np.ndarra
                 # The fit returned meets the bound after all (sigmoid and tanh bands are only
                 # first order in t): a witness outranks the LP's claim.
                 return h, report
-            if report.status != "solver_error":  # the contradiction is the bigger news
-                report.status = "noise_bound_violated"
+            if report.status != Status.SOLVER_ERROR:  # the contradiction is the bigger news
+                report.status = Status.NOISE_BOUND_VIOLATED
             report.message = result.message
             return h, report
         iterations += result.iterations
         eps = _residual(layer, result.h, y)
         if best is None or (result.status == "optimal" and eps < best_eps):
-            best, best_eps = result, eps
+            best, best_eps, best_band = result, eps, band
         if result.status != "optimal":
             break
         # The slack found is the measured noise level: re-classify the rows at it, if that
@@ -254,10 +262,22 @@ def _solve_lp(context: _Context, threshold: float, norm: str) -> tuple[np.ndarra
             break
         threshold = new_threshold
     assert best is not None
-    status = best.status if best.status in LAYER_STATUSES else "solver_error"
+    status = Status(best.status) if best.status in LAYER_STATUSES else Status.SOLVER_ERROR
     report = context.report(best.h, status, best.solver, iterations, best.objective,
                             best.message)
+    if (options.method == "exact" and report.status == Status.OPTIMAL
+            and _beyond_accuracy(context, best_band, best)):
+        # Eq. (4) has no answer: the closest fit needs a slack the solver's accuracy does not
+        # explain. (Within it, the fit found is the exact answer to that accuracy.)
+        report.status = Status.NOT_REALIZABLE
     return best.h, report
+
+
+def _beyond_accuracy(context: _Context, band: Band, result: solvers.LPResult) -> bool:
+    """Whether the l_inf LP's answer proves that no h fits the band at slack 0."""
+    problem = solvers.LayerProblem(context.layer.weight, context.layer.bias, band,
+                                   context.h_low, context.h_high, "linf")
+    return solvers.proves_slack_above(problem, result, 0.0)
 
 
 def _reclassifying_helps(layer: Layer, y: np.ndarray, band: Band, result: solvers.LPResult,

@@ -42,7 +42,9 @@ piece.
 
 Stopping: the relative change ||x_{t+1} - x_t|| / ||x_t|| < tol (status 'converged'), L at
 round-off (L <= 1e-13 ||y||, 'converged'), no step size lowers L ('stalled') or max_iter
-('max_iter'). `history` holds L(x_t) for t = 0, 1, ...
+steps ('max_steps', the same status as gradient descent's step cap: one vocabulary,
+results.Status; the parameter keeps its name `max_iter`, which users and the CLI's
+--max-iter already spell). `history` holds L(x_t) for t = 0, 1, ...
 
 Starts (`restarts`, default 3): the first from A^T y, the others x = G(z0), z0 ~ N(0, I) from
 numpy.random.default_rng([seed, RESTART_STREAM]) (`restart_latents`; the same seed for every
@@ -75,7 +77,7 @@ from __future__ import annotations
 import inspect
 import numbers
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -85,12 +87,13 @@ from layerinv import solvers
 from layerinv._blas import single_threaded_blas
 from layerinv._layer_inversion import METHODS as LP_METHODS
 from layerinv._validation import check_batch, check_choice, check_positive
-from layerinv._walk import Inversion, invert
+from layerinv._walk import invert
 from layerinv.errors import InputError
 from layerinv.measurements import Identity, LinearMeasurement, Magnitude, Mask, Measurement
 from layerinv.network import Network
+from layerinv.results import Inversion, Reconstruction, Status
 
-PGD_STATUSES = ("converged", "stalled", "max_iter")
+PGD_STATUSES = (Status.CONVERGED, Status.STALLED, Status.MAX_STEPS)
 PROJECTIONS = ("linf", "l1")
 METHODS = ("auto", *LP_METHODS, "lp+gd", "gd", "pgd")
 ROUNDOFF = 1e-13
@@ -99,45 +102,6 @@ RESTART_STREAM = 0x706764  # "pgd"
 """Random restarts draw from default_rng([seed, RESTART_STREAM]), never default_rng(seed): a
 user who drew z* from default_rng(0) and ran pgd with seed 0 had restart 1 = z* (10 of 10
 recovered at m = 25 against 2 of 10 for z* from default_rng(1)). gradient.py does the same."""
-
-
-@dataclass
-class Reconstruction:
-    """The result of `reconstruct`.
-
-    `inversion` is the `Inversion` of the method (its `z`, `success`, `status`, `residual` in
-    measurement space, `seconds`); `signal` is G(z_hat) on all of the network's outputs (the
-    estimate of x, hidden entries filled in); `measurement_residual` is ||y - A(signal)||_2 per
-    sample; `history` is, for 'pgd', the measurement loss ||y - A(x_t)||_2 at each iteration
-    (amplitude loss for Magnitude), for 'gd' the gradient-descent loss per step (mean of
-    squares), None for the LPs. Batched inputs give batched fields (history: a list).
-    """
-
-    inversion: Inversion
-    signal: np.ndarray
-    measurement_residual: np.ndarray | float
-    measurement: Measurement = field(repr=False)
-    history: list | np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def z(self) -> np.ndarray:
-        return self.inversion.z
-
-    @property
-    def success(self) -> np.ndarray | bool:
-        return self.inversion.success
-
-    @property
-    def status(self) -> np.ndarray | str:
-        return self.inversion.status
-
-    @property
-    def method(self) -> str:
-        return self.inversion.method
-
-    @property
-    def seconds(self) -> float:
-        return self.inversion.seconds
 
 
 def reconstruct(net: Network, y: object, measurement: Measurement, method: str = "auto",
@@ -187,10 +151,9 @@ def reconstruct(net: Network, y: object, measurement: Measurement, method: str =
                                   progress=progress, **options)
     else:
         result = invert(measurement.fold(net), y, method, progress=progress, **options)
-    signal = net.forward(result.z)
-    fit = np.linalg.norm(measurement.apply(np.atleast_2d(signal)) - y_batch, axis=1)
-    return Reconstruction(result, signal, float(fit[0]) if single else fit, measurement,
-                          result.history)
+    signal = np.atleast_2d(net.forward(result.z))
+    fit = np.linalg.norm(measurement.apply(signal) - y_batch, axis=1)
+    return Reconstruction.from_batch(result, signal, fit, measurement, single=single)
 
 
 def _check_options(options: dict[str, Any], function: Any, method: str) -> None:
@@ -231,7 +194,9 @@ def pgd(net: Network, y: object, measurement: Measurement, *, projection: str = 
         The LP used as P. 'l1' maps points far from the range to z = 0 (measured: every
         instance of the 20 x 100 x 500, m = 200 suite stayed at relative error 1.0).
     max_iter : int >= 1
-        Most PGD steps per start.
+        Most PGD steps per start; a start that runs out of them stops with status
+        'max_steps' (gradient descent's name for its cap: one status vocabulary; the
+        parameter keeps the name users and the CLI's --max-iter know).
     tol : float > 0
         Stop once the relative change of the signal in one step is below tol.
     step : float > 0, optional
@@ -255,8 +220,8 @@ def pgd(net: Network, y: object, measurement: Measurement, *, projection: str = 
 
     Returns
     -------
-    Inversion with method 'pgd', status one of PGD_STATUSES and history the measurement loss
-    per iteration of the start kept.
+    Inversion with method 'pgd', status one of PGD_STATUSES ('max_steps': max_iter steps ran
+    out) and history the measurement loss per iteration of the start kept.
     """
     started = time.perf_counter()
     if not isinstance(net, Network):
@@ -297,12 +262,9 @@ def pgd(net: Network, y: object, measurement: Measurement, *, projection: str = 
     out = measurement.apply(net.forward(z))
     residual = np.max(np.abs(out - batch), axis=1)
     success = residual <= success_tol * np.max(np.abs(batch), axis=1)
-    status = np.array(statuses, dtype=object)
     seconds = time.perf_counter() - started
-    if single:
-        return Inversion(z[0], bool(success[0]), str(status[0]), [], float(residual[0]),
-                         seconds, "pgd", histories[0])
-    return Inversion(z, success, status, [[] for _ in zs], residual, seconds, "pgd", histories)
+    return Inversion.from_batch(z, success, statuses, [[] for _ in zs], residual, seconds,
+                                "pgd", histories, single=single)
 
 
 class _Problem:
@@ -342,11 +304,11 @@ class _Problem:
         return z, x, f
 
     # -- one sample
-    def solve(self, y: np.ndarray) -> tuple[np.ndarray, str, np.ndarray]:
+    def solve(self, y: np.ndarray) -> tuple[np.ndarray, Status, np.ndarray]:
         opts = self.opts
         randoms = restart_latents(opts.seed, opts.restarts - 1, self.net.input_dim)
         scale = float(np.linalg.norm(y))
-        best: tuple[float, np.ndarray, str, np.ndarray] | None = None
+        best: tuple[float, np.ndarray, Status, np.ndarray] | None = None
         for r in range(opts.restarts):
             z0 = self.first_start(y) if r == 0 else randoms[r - 1]
             z, status, history = self.run(z0, y)
@@ -365,17 +327,17 @@ class _Problem:
         candidates = [self.project(sign * size * u) for sign in (1.0, -1.0)]
         return min(candidates, key=lambda z: self.loss(self.net.forward(z), y))
 
-    def run(self, z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, str, np.ndarray]:
+    def run(self, z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, Status, np.ndarray]:
         opts, A = self.opts, self.A
         floor = ROUNDOFF * max(float(np.linalg.norm(y)), 1e-300)
         target = self.targets(z, y)
         z, x, f = self.polish(z, target, y)
         history = [f]
         eta = opts.step
-        status = "max_iter"
+        status = Status.MAX_STEPS
         for _ in range(opts.max_iter):
             if f <= floor:
-                status = "converged"
+                status = Status.CONVERGED
                 break
             target = self.targets(z, y) if self.magnitude else y
             direction = A.T @ (target - A @ x)
@@ -385,14 +347,14 @@ class _Problem:
                     break
                 eta /= 2.0
             else:
-                status = "stalled"
+                status = Status.STALLED
                 break
             change = np.linalg.norm(x_new - x) / max(float(np.linalg.norm(x)), 1e-300)
             z, x, f = z_new, x_new, f_new
             history.append(f)
             eta = min(2.0 * eta, opts.step)
             if change < opts.tol:
-                status = "converged"
+                status = Status.CONVERGED
                 break
         return z, status, np.array(history)
 

@@ -14,7 +14,7 @@ from layerinv._layer_inversion import METHODS, LayerOptions, invert_layer
 from layerinv._validation import check_batch, check_choice, check_positive
 from layerinv.errors import InputError
 from layerinv.network import Network
-from layerinv.results import GRADIENT_METHODS, STATUSES, Inversion, LayerReport
+from layerinv.results import GRADIENT_METHODS, STATUSES, Inversion, LayerReport, Status
 
 # The walk keeps its fit when ||G(z) - x||_inf <= FIT_FACTOR * eps + FIT_FLOOR * max|x|, eps
 # the output layer's fit. The floor is solver accuracy: interior-point answers are accurate to
@@ -129,11 +129,9 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
     statuses = np.array([_status(reports, r, FIT_FLOOR * float(np.abs(x_b).max()))
                          for reports, r, x_b in zip(all_reports, residual, batch, strict=True)],
                         dtype=object)
-    success = statuses == "optimal"
-    if single:
-        return Inversion(z[0], bool(success[0]), str(statuses[0]), all_reports[0],
-                         float(residual[0]), seconds, method)
-    return Inversion(z, success, statuses, all_reports, residual, seconds, method)
+    success = statuses == Status.OPTIMAL
+    return Inversion.from_batch(z, success, statuses, all_reports, residual, seconds, method,
+                                single=single)
 
 
 def _invert_by_gradient(net: Network, x: object, method: str, progress: bool | None,
@@ -210,9 +208,9 @@ def _invert_one(net: Network, x: np.ndarray, options: LayerOptions, noise: float
     return y, reports[::-1]
 
 
-def _status(reports: list[LayerReport], residual: float, floor: float) -> str:
+def _status(reports: list[LayerReport], residual: float, floor: float) -> Status:
     """The worst layer status, or 'fit_lost' where z does not keep the output layer's fit."""
     worst = min((r.status for r in reports), key=STATUSES.index)
-    if worst != "solver_error" and residual > FIT_FACTOR * reports[-1].eps + floor:
-        return "fit_lost"
+    if worst != Status.SOLVER_ERROR and residual > FIT_FACTOR * reports[-1].eps + floor:
+        return Status.FIT_LOST
     return worst

@@ -56,7 +56,6 @@ import numbers
 import time
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,7 +65,7 @@ from layerinv._validation import as_float_array, check_batch, check_choice, chec
 from layerinv.activations import Activation
 from layerinv.errors import InputError
 from layerinv.network import Layer, Network
-from layerinv.results import Status
+from layerinv.results import ClosestResult, PreimageResult, Status
 from layerinv.solvers import _highs
 
 __all__ = [
@@ -100,51 +99,6 @@ _POLISH_TOL = 1e-10
 
 class BoxWarning(UserWarning):
     """The box on z may cut off a pre-image or a better fit (see the module doc)."""
-
-
-@dataclass
-class PreimageResult:
-    """The answer of `preimage`.
-
-    exists : True (a verified witness), False (proven: no z in the box fits within tol) or None
-        (the time limit ran out, or the witness failed the forward check; see `status`).
-    z : the witness (k,) when exists is True, else HiGHS's last point or None.
-    residual : ||G(z) - x||_inf by a float64 forward pass (inf when z is None).
-    bound : HiGHS's lower bound on min ||G(z) - x||_inf over the box, as far as the search got
-        (it searches only below tol: +inf when exists is False, at most tol otherwise).
-    status : 'feasible', 'infeasible', 'time_limit', 'numerical_error' or 'solver_error'.
-    seconds : wall time, model building included.
-    n_binaries : binaries in the MILP (unstable relu / leaky_relu units).
-    """
-
-    exists: bool | None
-    z: np.ndarray | None
-    residual: float
-    bound: float
-    status: str
-    seconds: float
-    n_binaries: int
-
-
-@dataclass
-class ClosestResult:
-    """The answer of `closest`.
-
-    z : the best point found (k,), always inside the box.
-    distance : ||G(z) - x|| in the chosen norm, by a float64 forward pass.
-    bound : HiGHS's lower bound on the minimum over the box; distance - bound is the remaining
-        gap (zero up to the MIP gap tolerances when status is 'optimal').
-    status : 'optimal', 'time_limit' or 'solver_error'.
-    seconds : wall time, model building included.
-    n_binaries : binaries in the MILP.
-    """
-
-    z: np.ndarray
-    distance: float
-    bound: float
-    status: str
-    seconds: float
-    n_binaries: int = 0
 
 
 # --------------------------------------------------------------------------- arguments
@@ -397,8 +351,8 @@ def _solve(model: _Model, time_limit: float, *, first_feasible: bool,
     # The objective is bounded below (t >= 0, every other cost 0): never unbounded (mip=True).
     status = _highs.status_of(highs.getModelStatus(), mip=True)
     # exact's own words for a cap (only a time limit is set) and a failure.
-    name = {Status.MAX_STEPS: "time_limit", Status.NUMERICAL_ERROR: "solver_error"}.get(
-        status, str(status))
+    name = {Status.MAX_STEPS: Status.TIME_LIMIT,
+            Status.NUMERICAL_ERROR: Status.SOLVER_ERROR}.get(status, status)
     values = None
     if int(info.primal_solution_status) == 2:  # kSolutionStatusFeasible
         values = _highs.column_values(highs)

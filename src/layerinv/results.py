@@ -1,13 +1,23 @@
-"""The results of inversion: `LayerReport` (one layer), `Inversion` (the walk) and the statuses.
+"""The results of layerinv, one module: `LayerReport` (one layer), `Inversion` (the walk and the
+gradient methods), `Reconstruction` (inverse problems), `PreimageResult` and `ClosestResult`
+(exact answers), and `Status`, the one vocabulary of every status they report.
 
-This module imports nothing of the rest of layerinv: every solver, method and command builds
-these types, so they sit below all of them.
+This module imports nothing of the rest of layerinv (the standard library and NumPy only):
+every solver, method and command builds these types, so they sit below all of them.
+
+Single and batch. Every builder computes a batch, shape (B, ...), and hands it to
+`Inversion.from_batch` / `Reconstruction.from_batch` with `single`: whether the caller gave
+one observation, shape (n,). That is the one place where per-sample fields are unwrapped to
+plain scalars (`unwrap`), and the result keeps the flag (`single`), so nothing has to guess it
+from a field's type (a `Status` is a str, and so is every element of a batch's status array).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +26,8 @@ class Status(StrEnum):
     """Every status layerinv reports, one vocabulary for every method and solver.
 
     A StrEnum: each member equals its string value (`Status.OPTIMAL == "optimal"`), so
-    statuses compare, print and store (JSON, SQLite) as plain strings.
+    statuses compare, format, print and store (JSON, SQLite) as plain strings; `repr` is the
+    string's too, so a result's repr and every printed status read as before.
     """
 
     # The LP methods, a sample or a layer (worst first in STATUSES).
@@ -26,22 +37,45 @@ class Status(StrEnum):
     NOISE_BOUND_VIOLATED = "noise_bound_violated"
     FIT_LOST = "fit_lost"
     SOLVER_ERROR = "solver_error"
-    # A solver backend's answer to one LP.
+    # A solver backend's answer to one LP or MILP (exact.py: `preimage`, `closest`).
     INFEASIBLE = "infeasible"
     NUMERICAL_ERROR = "numerical_error"
+    FEASIBLE = "feasible"
+    TIME_LIMIT = "time_limit"
     # Iterative methods (gradient descent, projected gradient descent, an LP solver's cap).
     CONVERGED = "converged"
     STALLED = "stalled"
     DIVERGED = "diverged"
     MAX_STEPS = "max_steps"
 
-LAYER_STATUSES = ("optimal", "not_unique", "not_realizable", "noise_bound_violated",
-                  "solver_error")
+    def __repr__(self) -> str:
+        return repr(self.value)
 
-STATUSES = ("solver_error", "fit_lost", "noise_bound_violated", "not_realizable",
-            "not_unique", "optimal")
-"""A sample's status, worst first: the worst of its layers' statuses (layer.LAYER_STATUSES),
+
+LAYER_STATUSES = (Status.OPTIMAL, Status.NOT_UNIQUE, Status.NOT_REALIZABLE,
+                  Status.NOISE_BOUND_VIOLATED, Status.SOLVER_ERROR)
+"""A layer's status (`LayerReport.status`)."""
+
+STATUSES = (Status.SOLVER_ERROR, Status.FIT_LOST, Status.NOISE_BOUND_VIOLATED,
+            Status.NOT_REALIZABLE, Status.NOT_UNIQUE, Status.OPTIMAL)
+"""A sample's status, worst first: the worst of its layers' statuses (LAYER_STATUSES),
 or 'fit_lost' where the returned z does not keep the output layer's fit (see `Inversion`)."""
+
+GRADIENT_METHODS = ("gd", "lp+gd")
+
+
+def unwrap(values: Any, single: bool, scalar: Callable[[Any], Any] = lambda value: value
+           ) -> Any:
+    """Sample 0 of a batch, as `scalar(values[0])`, for a single observation; else the batch.
+
+    The one place where a result's per-sample fields lose their batch axis.
+    """
+    return scalar(values[0]) if single else values
+
+
+def _statuses(values: Sequence) -> np.ndarray:
+    """A batch's statuses as an object array of Status members (a foreign string: ValueError)."""
+    return np.array([Status(value) for value in values], dtype=object)
 
 
 @dataclass
@@ -51,7 +85,7 @@ class LayerReport:
     layer: int
     """Index of the layer in the network (0 = the one that takes z)."""
     method: str
-    status: str
+    status: Status
     """One of LAYER_STATUSES."""
     eps: float
     """Achieved l_inf residual ||act(W h + b) - y||_inf in this layer's output space."""
@@ -78,6 +112,8 @@ class LayerReport:
     seconds: float
     message: str = ""
 
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
 
 
 @dataclass
@@ -85,12 +121,14 @@ class Inversion:
     """The result of `invert`, modelled on scipy.optimize.OptimizeResult.
 
     For a single observation (shape (n,)) `z` has shape (k,), `success` is a bool, `status` a
-    str and `layers` a list of LayerReport; for a batch (B, n) they gain a leading batch axis.
+    Status (a str) and `layers` a list of LayerReport; for a batch (B, n), a batch of one
+    included, they gain a leading batch axis (`status`: an object array of Status). `single`
+    says which. Builders make it with `from_batch`.
     """
 
     z: np.ndarray
     success: np.ndarray | bool
-    status: np.ndarray | str
+    status: np.ndarray | Status
     """LP methods, one of STATUSES. Except for 'fit_lost' and 'solver_error', each promises
     that z keeps the output layer's fit: ||G(z) - x||_inf <= FIT_FACTOR (10) eps + FIT_FLOOR
     (1e-6) max|x|, eps the last layer's residual (`layers[-1].eps`), checked on the z
@@ -102,7 +140,8 @@ class Inversion:
     'fit_lost': ||G(z) - x|| breaks that promise (a non-unique layer handed down a point the
     layers below cannot produce); each layer's own status stays in `layers`. 'solver_error'.
     Gradient methods: the stop reason, one of gradient.GD_STATUSES ('converged', 'stalled',
-    'diverged', 'max_steps'), and `success` is judged on the fit."""
+    'diverged', 'max_steps'), and `success` is judged on the fit. 'pgd': one of
+    reconstruct's PGD_STATUSES ('converged', 'stalled', 'max_steps')."""
     layers: list = field(repr=False)
     """Per sample, the LayerReport of each layer in network order (layer 0 takes z); empty for
     'gd', the LP's reports for 'lp+gd'."""
@@ -113,6 +152,26 @@ class Inversion:
     history: list | np.ndarray | None = field(default=None, repr=False)
     """Gradient methods: the loss at each step, per sample (one array for a single
     observation); None for the LPs."""
+    single: bool | None = field(default=None, kw_only=True, repr=False)
+    """True: the result of one observation (unbatched fields); False: of a batch. `from_batch`
+    sets it; a result built by hand without it reads it off z's shape ((k,) or (B, k))."""
+
+    def __post_init__(self) -> None:
+        if self.single is None:
+            self.single = np.ndim(self.z) == 1
+
+    @classmethod
+    def from_batch(cls, z: np.ndarray, success: Sequence, status: Sequence, layers: Sequence,
+                   residual: Sequence, seconds: float, method: str,
+                   history: Sequence | None = None, *, single: bool) -> Inversion:
+        """The result of a batch of B observations, every per-sample argument with a leading
+        axis of B (`layers`: B lists of reports; `history`: B arrays, or None); `single`: the
+        caller gave one observation, so every per-sample field is unwrapped to sample 0's."""
+        return cls(unwrap(z, single), unwrap(np.asarray(success, dtype=bool), single, bool),
+                   unwrap(_statuses(status), single), unwrap(list(layers), single),
+                   unwrap(np.asarray(residual, dtype=np.float64), single, float), seconds,
+                   method, None if history is None else unwrap(history, single),
+                   single=single)
 
     @property
     def certified(self) -> np.ndarray | bool:
@@ -121,7 +180,7 @@ class Inversion:
             # No reports (gradient methods): nothing was certified.
             return bool(reports) and all(r.unique and r.sigma_min > 0 for r in reports)
 
-        if isinstance(self.status, str):
+        if self.single:
             return one(self.layers)
         return np.array([one(reports) for reports in self.layers], dtype=bool)
 
@@ -131,7 +190,7 @@ class Inversion:
         def first(reports: list[LayerReport]) -> float:
             return reports[0].error_bound if reports else float("nan")  # nan: no certificate
 
-        if isinstance(self.status, str):
+        if self.single:
             return first(self.layers)
         return np.array([first(reports) for reports in self.layers])
 
@@ -145,22 +204,23 @@ class Inversion:
         return self._per_layer("seconds")
 
     def _per_layer(self, name: str) -> np.ndarray:
-        single = isinstance(self.status, str)
-        rows = [self.layers] if single else self.layers
-        table = np.array([[getattr(r, name) for r in reports] for reports in rows])
-        return table[0] if single else table
+        table = np.array([[getattr(r, name) for r in reports] for reports in self._samples()])
+        return table[0] if self.single else table
+
+    def _samples(self) -> list:
+        """The layer reports per sample, a list of B lists (B = 1 for one observation)."""
+        return [self.layers] if self.single else list(self.layers)
 
     def summary(self) -> str:
         """A short text table: per sample, status, eps per layer and seconds."""
-        single = isinstance(self.status, str)
-        statuses = [self.status] if single else list(self.status)
-        reports = [self.layers] if single else self.layers
+        statuses = [self.status] if self.single else list(self.status)
         residuals = np.atleast_1d(self.residual)
         lines = [f"method={self.method}  samples={len(statuses)}  seconds={self.seconds:.3f}",
                  f"{'sample':>6}  {'status':<20} {'residual':>10}  eps per layer (0 = first)"
                  f"  seconds"]
         seconds = self.sample_seconds()
-        for i, (status, layer_reports) in enumerate(zip(statuses, reports, strict=True)):
+        for i, (status, layer_reports) in enumerate(zip(statuses, self._samples(),
+                                                        strict=True)):
             eps = " ".join(f"{r.eps:.2e}" for r in layer_reports)
             lines.append(f"{i:>6}  {status:<20} {residuals[i]:>10.2e}  {eps}  {seconds[i]:.4f}")
         return "\n".join(lines)
@@ -173,7 +233,7 @@ class Inversion:
         wall time beyond the samples' own LP layer times ('lp+gd'), and the shares add up to
         `seconds`.
         """
-        reports = [self.layers] if isinstance(self.status, str) else list(self.layers)
+        reports = self._samples()
         own = np.array([sum(r.seconds for r in layer_reports) for layer_reports in reports])
         if self.method not in GRADIENT_METHODS:
             return own
@@ -181,4 +241,113 @@ class Inversion:
         return own + rest / len(reports)
 
 
-GRADIENT_METHODS = ("gd", "lp+gd")
+@dataclass
+class Reconstruction:
+    """The result of `reconstruct`.
+
+    `inversion` is the `Inversion` of the method (its `z`, `success`, `status`, `residual` in
+    measurement space, `seconds`); `signal` is G(z_hat) on all of the network's outputs (the
+    estimate of x, hidden entries filled in); `measurement_residual` is ||y - A(signal)||_2 per
+    sample; `history` is, for 'pgd', the measurement loss ||y - A(x_t)||_2 at each iteration
+    (amplitude loss for Magnitude), for 'gd' the gradient-descent loss per step (mean of
+    squares), None for the LPs. Batched inputs give batched fields (history: a list), a batch
+    of one included; `single` says which (the inversion's). Built with `from_batch`.
+    """
+
+    inversion: Inversion
+    signal: np.ndarray
+    measurement_residual: np.ndarray | float
+    measurement: Any = field(repr=False)
+    """The `layerinv.measurements.Measurement` (typed Any: this module imports none of it)."""
+    history: list | np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_batch(cls, inversion: Inversion, signal: np.ndarray,
+                   measurement_residual: Sequence, measurement: Any, *,
+                   single: bool) -> Reconstruction:
+        """`signal` (B, n) and `measurement_residual` (B,) of a batch, unwrapped to sample 0's
+        where `single`; the inversion (built for the same observations) and its history as
+        they are."""
+        if inversion.single != single:
+            raise ValueError(f"the inversion is {'single' if inversion.single else 'batched'}"
+                             f" but single={single}")
+        return cls(inversion, unwrap(signal, single),
+                   unwrap(np.asarray(measurement_residual, dtype=np.float64), single, float),
+                   measurement, inversion.history)
+
+    @property
+    def single(self) -> bool:
+        """True: the result of one measurement vector (unbatched fields); False: of a batch."""
+        return bool(self.inversion.single)
+
+    @property
+    def z(self) -> np.ndarray:
+        return self.inversion.z
+
+    @property
+    def success(self) -> np.ndarray | bool:
+        return self.inversion.success
+
+    @property
+    def status(self) -> np.ndarray | Status:
+        return self.inversion.status
+
+    @property
+    def method(self) -> str:
+        return self.inversion.method
+
+    @property
+    def seconds(self) -> float:
+        return self.inversion.seconds
+
+
+@dataclass
+class PreimageResult:
+    """The answer of `layerinv.exact.preimage`.
+
+    exists : True (a verified witness), False (proven: no z in the box fits within tol) or None
+        (the time limit ran out, or the witness failed the forward check; see `status`).
+    z : the witness (k,) when exists is True, else HiGHS's last point or None.
+    residual : ||G(z) - x||_inf by a float64 forward pass (inf when z is None).
+    bound : HiGHS's lower bound on min ||G(z) - x||_inf over the box, as far as the search got
+        (it searches only below tol: +inf when exists is False, at most tol otherwise).
+    status : 'feasible', 'infeasible', 'time_limit', 'numerical_error' or 'solver_error'
+        (a Status).
+    seconds : wall time, model building included.
+    n_binaries : binaries in the MILP (unstable relu / leaky_relu units).
+    """
+
+    exists: bool | None
+    z: np.ndarray | None
+    residual: float
+    bound: float
+    status: Status
+    seconds: float
+    n_binaries: int
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
+
+
+@dataclass
+class ClosestResult:
+    """The answer of `layerinv.exact.closest`.
+
+    z : the best point found (k,), always inside the box.
+    distance : ||G(z) - x|| in the chosen norm, by a float64 forward pass.
+    bound : HiGHS's lower bound on the minimum over the box; distance - bound is the remaining
+        gap (zero up to the MIP gap tolerances when status is 'optimal').
+    status : 'optimal', 'time_limit' or 'solver_error' (a Status).
+    seconds : wall time, model building included.
+    n_binaries : binaries in the MILP.
+    """
+
+    z: np.ndarray
+    distance: float
+    bound: float
+    status: Status
+    seconds: float
+    n_binaries: int = 0
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
