@@ -128,3 +128,80 @@ def test_other_names_round_trip(name):
 def test_bad_names_are_refused(name, slope, message):
     with pytest.raises(InputError, match=re.escape(message)):
         get_activation(name, slope)
+
+
+# ------------------------------------------------------------------ ownership
+def _activation_switches(path, activation_classes):
+    """Lines of `path` that switch on an activation: a comparison involving an `X.name` (or
+    any read of an activation's `.name`), or an isinstance / type() test against one of
+    `activation_classes` imported from layerinv.activations."""
+    import ast
+
+    tree = ast.parse(path.read_text(), filename=str(path))
+    imported = {alias.asname or alias.name for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module == "layerinv.activations"
+                for alias in node.names if alias.name in activation_classes}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(isinstance(side, ast.Attribute) and side.attr == "name" for side in sides):
+                found.append(node.lineno)
+            if any(isinstance(side, ast.Call) and ast.unparse(side.func) == "type"
+                   for side in sides) and imported & _names_in(sides):
+                found.append(node.lineno)
+        elif (isinstance(node, ast.Attribute) and node.attr == "name"
+              and re.search(r"(^|\.|_)act(ivation)?s?$", ast.unparse(node.value))):
+            found.append(node.lineno)
+        elif (isinstance(node, ast.Call) and ast.unparse(node.func) in ("isinstance", "issubclass")
+              and len(node.args) == 2 and imported & _names_in([node.args[1]])):
+            found.append(node.lineno)
+    return sorted(set(found))
+
+
+def _names_in(nodes):
+    import ast
+
+    return {n.id for node in nodes for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def test_no_module_but_activations_switches_on_an_activation():
+    """Everything about an activation lives in activations.py: no other module of the package
+    compares an activation's name or tests its class (adding one must touch one file)."""
+    import inspect
+    from pathlib import Path
+
+    import layerinv
+    from layerinv import activations
+
+    # The subclasses; `isinstance(x, Activation)` (is it an activation at all?) is no switch.
+    base = activations.Activation
+    classes = {name for name, value in vars(activations).items()
+               if inspect.isclass(value) and issubclass(value, base) and value is not base}
+    package = Path(layerinv.__file__).parent
+    offenders = {}
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "activations.py" and path.parent == package:
+            continue
+        lines = _activation_switches(path, classes)
+        if lines:
+            offenders[str(path.relative_to(package))] = lines
+    assert offenders == {}
+    assert len(list(package.rglob("*.py"))) > 20  # the scan saw the package
+
+
+@pytest.mark.parametrize("source", [
+    "if layer.activation.name == 'relu':\n    pass\n",
+    "slope = act.slope if act.name in ('leaky_relu',) else 0.0\n",
+    "table = {'relu': 1}[activation.name]\n",
+    "from layerinv.activations import LeakyReLU\nok = isinstance(act, LeakyReLU)\n",
+    "from layerinv.activations import ReLU as R\nok = type(act) is R\n",
+])
+def test_the_ownership_scan_finds_a_switch(tmp_path, source):
+    from layerinv import activations
+
+    classes = {"ReLU", "LeakyReLU", "Identity", "Sigmoid", "Tanh", "ELU"}
+    assert classes <= set(vars(activations))
+    path = tmp_path / "module.py"
+    path.write_text(source)
+    assert _activation_switches(path, classes)

@@ -26,8 +26,8 @@ from layerinv.errors import InputError, LayerinvError, NetworkFileError, Unsuppo
 from layerinv.network import Layer, Network, random_network
 
 __all__ = [
-    "Activation",
     "ELU",
+    "Activation",
     "IdentityActivation",
     "InputError",
     "Inversion",
