@@ -50,6 +50,21 @@ def test_every_point_of_the_band_explains_y(activation):
     assert np.all(np.abs(act.forward(u) - y) <= t + 1e-9)
 
 
+@pytest.mark.parametrize("activation", [*ACTIVATIONS, "elu(1.0)", "elu(3.0)"], ids=str)
+def test_exact_band_says_whether_every_band_point_fits(activation):
+    """`exact_band` is True exactly where every u in the band at t has |act(u) - y| <= t: the
+    layer inversion trusts band membership there and checks the output residual elsewhere."""
+    act = get_activation(activation)
+    rng = np.random.default_rng(5)
+    y = act.forward(rng.normal(size=400)) + rng.uniform(-0.01, 0.01, size=400)
+    t = 0.05
+    lo, hi = act.band(y, threshold=t).at(t)
+    lo = np.where(np.isfinite(lo), lo, hi - 10)
+    u = np.concatenate([lo, hi, lo + rng.uniform(0, 1, size=400) * (hi - lo)])
+    fits = np.abs(act.forward(u) - np.tile(y, 3)) <= t + 1e-9
+    assert bool(fits.all()) == act.exact_band
+
+
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
 @pytest.mark.parametrize("t", [1e-2, 1e-3, 1e-4])
 def test_squashing_bands_are_first_order(activation, t):

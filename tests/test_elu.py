@@ -70,7 +70,10 @@ def test_band_is_first_order_in_t(alpha, t):
     assert one_side.mean() > 0.9
     excess = np.max(np.abs(act.forward(u) - y)[one_side]) - t
     assert excess <= 50 * t**2 / alpha
-    assert not act.exact_band
+    # ... and no narrower than first order: each end maps to within O(t^2) of y -+ t.
+    for end in (lo, hi):
+        reach = np.abs(act.forward(end) - y)[one_side]
+        assert np.all(reach >= t - 50 * t**2 / alpha)
 
 
 def test_noisy_observations_below_the_range_are_clipped_and_raise_the_floor():
