@@ -146,10 +146,14 @@ def test_bad_names_are_refused(name, slope, message):
 
 
 # ------------------------------------------------------------------ ownership
-def _activation_switches(path, activation_classes):
-    """Lines of `path` that switch on an activation: a comparison involving an `X.name` (or
-    any read of an activation's `.name`), or an isinstance / type() test against one of
-    `activation_classes` imported from layerinv.activations."""
+_ACTIVATION_OBJECT = r"(^|\.|_)act(ivation)?s?$"  # act, layer.activation, last_act, ...
+
+
+def _activation_switches(path, activation_classes, spellings=("relu", "leaky_relu", "identity",
+                                                             "sigmoid", "tanh", "elu")):
+    """Lines of `path` that switch on an activation: any read of an activation object's
+    `.name`, a comparison of some `X.name` with an activation's spelling, or an isinstance /
+    type() test against one of `activation_classes` imported from layerinv.activations."""
     import ast
 
     tree = ast.parse(path.read_text(), filename=str(path))
@@ -160,13 +164,16 @@ def _activation_switches(path, activation_classes):
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare):
             sides = [node.left, *node.comparators]
-            if any(isinstance(side, ast.Attribute) and side.attr == "name" for side in sides):
+            constants = {n.value for side in sides for n in ast.walk(side)
+                         if isinstance(n, ast.Constant)}
+            if (any(isinstance(side, ast.Attribute) and side.attr == "name" for side in sides)
+                    and constants & set(spellings)):
                 found.append(node.lineno)
             if any(isinstance(side, ast.Call) and ast.unparse(side.func) == "type"
                    for side in sides) and imported & _names_in(sides):
                 found.append(node.lineno)
         elif (isinstance(node, ast.Attribute) and node.attr == "name"
-              and re.search(r"(^|\.|_)act(ivation)?s?$", ast.unparse(node.value))):
+              and re.search(_ACTIVATION_OBJECT, ast.unparse(node.value))):
             found.append(node.lineno)
         elif (isinstance(node, ast.Call) and ast.unparse(node.func) in ("isinstance", "issubclass")
               and len(node.args) == 2 and imported & _names_in([node.args[1]])):
@@ -198,7 +205,7 @@ def test_no_module_but_activations_switches_on_an_activation():
     for path in sorted(package.rglob("*.py")):
         if path.name == "activations.py" and path.parent == package:
             continue
-        lines = _activation_switches(path, classes)
+        lines = _activation_switches(path, classes, activations.ACTIVATION_NAMES)
         if lines:
             offenders[str(path.relative_to(package))] = lines
     assert offenders == {}
@@ -207,6 +214,7 @@ def test_no_module_but_activations_switches_on_an_activation():
 
 @pytest.mark.parametrize("source", [
     "if layer.activation.name == 'relu':\n    pass\n",
+    "leaky = a.name in ('leaky_relu', 'elu')\n",
     "slope = act.slope if act.name in ('leaky_relu',) else 0.0\n",
     "table = {'relu': 1}[activation.name]\n",
     "from layerinv.activations import LeakyReLU\nok = isinstance(act, LeakyReLU)\n",
@@ -217,6 +225,11 @@ def test_the_ownership_scan_finds_a_switch(tmp_path, source):
 
     classes = {"ReLU", "LeakyReLU", "Identity", "Sigmoid", "Tanh", "ELU"}
     assert classes <= set(vars(activations))
+    spellings = set(activations.ACTIVATION_NAMES)
     path = tmp_path / "module.py"
     path.write_text(source)
-    assert _activation_switches(path, classes)
+    assert _activation_switches(path, classes, spellings)
+    # ... and leaves other names and classes alone.
+    path.write_text("ok = path.name == 'net.npz'\nfrom layerinv.measurements import Identity\n"
+                    "fold = isinstance(measurement, Identity)\nfile = data.name\n")
+    assert not _activation_switches(path, classes, spellings)
