@@ -41,13 +41,17 @@ def test_band_contains_true_preactivation(activation, seed, noise):
 def test_every_point_of_the_band_explains_y(activation):
     """Piecewise-linear bands are inner approximations: u in the band at t has |act(u)-y| <= t."""
     act = get_activation(activation)
-    rng = np.random.default_rng(3)
-    y = act.forward(rng.normal(size=400)) + rng.uniform(-0.01, 0.01, size=400)
-    t = 0.05
-    lo, hi = act.band(y, threshold=t).at(t)
-    lo = np.where(np.isfinite(lo), lo, hi - 10)
+    rng, y, t, lo, hi = _noisy_band(act, seed=3)
     u = lo + rng.uniform(0, 1, size=400) * (hi - lo)
     assert np.all(np.abs(act.forward(u) - y) <= t + 1e-9)
+
+
+def _noisy_band(act, seed, t=0.05):
+    """(rng, y, t, lo, hi): 400 noisy observations and their band at t (lo finite)."""
+    rng = np.random.default_rng(seed)
+    y = act.forward(rng.normal(size=400)) + rng.uniform(-0.01, 0.01, size=400)
+    lo, hi = act.band(y, threshold=t).at(t)
+    return rng, y, t, np.where(np.isfinite(lo), lo, hi - 10), hi
 
 
 @pytest.mark.parametrize("activation", [*ACTIVATIONS, "elu(1.0)", "elu(3.0)"], ids=str)
@@ -55,11 +59,7 @@ def test_exact_band_says_whether_every_band_point_fits(activation):
     """`exact_band` is True exactly where every u in the band at t has |act(u) - y| <= t: the
     layer inversion trusts band membership there and checks the output residual elsewhere."""
     act = get_activation(activation)
-    rng = np.random.default_rng(5)
-    y = act.forward(rng.normal(size=400)) + rng.uniform(-0.01, 0.01, size=400)
-    t = 0.05
-    lo, hi = act.band(y, threshold=t).at(t)
-    lo = np.where(np.isfinite(lo), lo, hi - 10)
+    rng, y, t, lo, hi = _noisy_band(act, seed=5)
     u = np.concatenate([lo, hi, lo + rng.uniform(0, 1, size=400) * (hi - lo)])
     fits = np.abs(act.forward(u) - np.tile(y, 3)) <= t + 1e-9
     assert bool(fits.all()) == act.exact_band
