@@ -138,7 +138,7 @@ class Activation:
 
     def noise_floor(self, y: np.ndarray) -> float:
         """A lower estimate of the noise amplitude in y read off y alone, for the ambiguity
-        threshold (ReLU: the largest negative excursion). 0.0 where y shows none."""
+        threshold (ReLU: the largest negative excursion, -min(y)); <= 0 where y shows none."""
         return 0.0
 
     def image(self, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
