@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -135,3 +137,31 @@ def test_save_writes_to_an_open_file(tmp_path):
         net.save(handle)
     z = np.ones(4)
     np.testing.assert_array_equal(Network.load(tmp_path / "n.npz")(z), net(z))
+
+
+def test_load_reads_version_1_files_with_a_bare_name_and_its_slope(tmp_path):
+    """Version 1 stored `activation_i` without parameters and the slope in `slope_i`."""
+    rng = np.random.default_rng(0)
+    w0, w1, b1 = rng.normal(size=(6, 3)), rng.normal(size=(4, 6)), rng.normal(size=4)
+    path = tmp_path / "v1.npz"
+    np.savez(path, format=np.array("layerinv-network"), version=np.array(1),
+             n_layers=np.array(2), weight_0=w0, activation_0=np.array("leaky_relu"),
+             slope_0=np.array(0.2), weight_1=w1, bias_1=b1, activation_1=np.array("relu"),
+             slope_1=np.array(0.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the slope is stored: no DefaultSlopeWarning
+        net = Network.load(path)
+    assert [repr(layer.activation) for layer in net.layers] == ["leaky_relu(0.2)", "relu"]
+    z = rng.normal(size=3)
+    hidden = np.where(w0 @ z >= 0, w0 @ z, 0.2 * (w0 @ z))
+    np.testing.assert_allclose(net(z), np.maximum(w1 @ hidden + b1, 0), rtol=1e-12)
+    net.save(tmp_path / "v2.npz")  # written back in the current format, same network
+    np.testing.assert_array_equal(Network.load(tmp_path / "v2.npz")(z), net(z))
+
+
+def test_load_refuses_a_file_of_a_newer_version(tmp_path):
+    path = tmp_path / "future.npz"
+    np.savez(path, format=np.array("layerinv-network"), version=np.array(99),
+             n_layers=np.array(0))
+    with pytest.raises(NetworkFileError, match="newer layerinv"):
+        Network.load(path)

@@ -12,12 +12,21 @@ from layerinv._reconstruct import (  # the function shadows the submodule name
 )
 from layerinv._version import __version__
 from layerinv._walk import Inversion, invert
-from layerinv.activations import Activation, LeakyReLU, ReLU, Sigmoid, Tanh, get_activation
+from layerinv.activations import (
+    ELU,
+    Activation,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    Tanh,
+    get_activation,
+)
 from layerinv.activations import Identity as IdentityActivation
 from layerinv.errors import InputError, LayerinvError, NetworkFileError, UnsupportedLayerError
 from layerinv.network import Layer, Network, random_network
 
 __all__ = [
+    "ELU",
     "Activation",
     "IdentityActivation",
     "InputError",

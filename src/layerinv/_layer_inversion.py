@@ -177,10 +177,8 @@ def _initial_threshold(layer: Layer, y: np.ndarray, noise: float | None, floor: 
         # active_tol floor) would make LeakyReLU rows with 0 < y <= threshold infeasible at
         # t = 0 and report realizable data as contradicting noise=0.
         return noise
-    threshold = floor
-    if layer.activation.name == "relu":
-        threshold = max(threshold, EXCURSION_FACTOR * -float(y.min()))
-    return threshold
+    # What y alone proves about the noise (ReLU: its largest negative excursion), doubled.
+    return max(floor, EXCURSION_FACTOR * layer.activation.noise_floor(y))
 
 
 def _pinned_rows(layer: Layer, band: Band) -> np.ndarray:
@@ -210,8 +208,8 @@ def _violation(layer: Layer, band: Band, y: np.ndarray, h: np.ndarray, h_low: np
                h_high: np.ndarray, t: float) -> float:
     """The largest amount by which h breaks a band row at slack t, a bound, or a slack floor."""
     outside_box = max(np.max(h_low - h, initial=0.0), np.max(h - h_high, initial=0.0))
-    if layer.activation.name not in ("relu", "leaky_relu", "identity"):
-        # Sigmoid and tanh bands are first order in t: compare in output space instead.
+    if not layer.activation.exact_band:
+        # First-order bands (sigmoid, tanh, elu) are not exact in t: compare in output space.
         return max(outside_box, _residual(layer, h, y) - t)
     u = layer.preactivation(h[None, :])[0]
     lo, hi = band.at(t)

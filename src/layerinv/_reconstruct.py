@@ -395,24 +395,9 @@ def linearise(net: Network, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for layer in net.layers:
         u = layer.preactivation(h[None])[0]
         out = layer.activation.forward(u)
-        jac = _derivative(layer.activation, u, out)[:, None] * (layer.weight @ jac)
+        jac = layer.activation.derivative(u, out)[:, None] * (layer.weight @ jac)
         h = out
     return h, jac
-
-
-def _derivative(activation: Any, u: np.ndarray, out: np.ndarray) -> np.ndarray:
-    name = activation.name
-    if name == "relu":
-        return (u > 0).astype(np.float64)
-    if name == "leaky_relu":
-        return np.where(u >= 0, 1.0, activation.slope)
-    if name == "identity":
-        return np.ones_like(u)
-    if name == "sigmoid":
-        return out * (1.0 - out)
-    if name == "tanh":
-        return 1.0 - out * out
-    raise InputError(f"no derivative for activation {activation!r}")  # pragma: no cover
 
 
 def _default_step(n: int, matrix: np.ndarray) -> float:

@@ -17,19 +17,17 @@ import torch
 from torch import nn
 
 from layerinv.activations import (
+    TORCH_MODULES,
     Activation,
     Identity,
-    LeakyReLU,
-    ReLU,
-    Sigmoid,
-    Tanh,
+    activation_from_torch,
     get_activation,
 )
 from layerinv.errors import InputError, NetworkFileError, UnsupportedLayerError
 from layerinv.layers import Layer, check_chain
 
-SUPPORTED_MODULES = ("Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Identity",
-                     "Flatten (first only)", "Unflatten (last only)")
+SUPPORTED_MODULES = ("Linear", *TORCH_MODULES, "Identity", "Flatten (first only)",
+                     "Unflatten (last only)")
 # Keys under which training scripts commonly nest the state dict in a checkpoint.
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict")
 _MAX_KEYS_SHOWN = 20
@@ -61,13 +59,13 @@ def layers_from_module(module: nn.Module) -> list[Layer]:
             if pending is not None:
                 layers.append(_layer(pending, Identity()))
             pending = child
-        elif _is_activation(child):
+        elif (activation := activation_from_torch(child, path)) is not None:
             if pending is None:
                 raise UnsupportedLayerError(
                     f"{type(child).__name__} at index {path} does not follow a Linear layer: "
                     f"each activation must come right after one Linear"
                 )
-            layers.append(_layer(pending, _activation(child, path)))
+            layers.append(_layer(pending, activation))
             pending = None
         elif not _is_edge_reshape(child, index, len(children)):
             raise _unsupported(child, path)
@@ -88,10 +86,6 @@ def _flatten(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
             yield path, child
 
 
-def _is_activation(module: nn.Module) -> bool:
-    return isinstance(module, nn.ReLU | nn.LeakyReLU | nn.Sigmoid | nn.Tanh)
-
-
 def _is_edge_reshape(module: nn.Module, index: int, count: int) -> bool:
     return ((isinstance(module, nn.Flatten) and index == 0)
             or (isinstance(module, nn.Unflatten) and index == count - 1))
@@ -106,23 +100,6 @@ def _unsupported(module: nn.Module, path: str) -> UnsupportedLayerError:
         f"{name} at index {path} is not supported{where}; supported modules: "
         f"{', '.join(SUPPORTED_MODULES)}"
     )
-
-
-def _activation(module: nn.Module, path: str) -> Activation:
-    if isinstance(module, nn.LeakyReLU):
-        slope = float(module.negative_slope)
-        if slope == 0.0:
-            return ReLU()
-        if slope < 0.0 or not np.isfinite(slope):
-            raise UnsupportedLayerError(
-                f"LeakyReLU at index {path} has negative_slope {slope}; only slopes >= 0 are "
-                f"monotone and have an interval preimage"
-            )
-        return LeakyReLU(slope)
-    for torch_type, ours in ((nn.ReLU, ReLU), (nn.Sigmoid, Sigmoid), (nn.Tanh, Tanh)):
-        if isinstance(module, torch_type):
-            return ours()
-    raise _unsupported(module, path)
 
 
 def _layer(linear: nn.Linear, activation: Activation) -> Layer:
@@ -162,17 +139,11 @@ def module_from_layers(layers: Sequence[Layer]) -> nn.Sequential:
 
 
 def _activation_module(act: Activation, index: int) -> nn.Module | None:
-    if isinstance(act, Identity):
-        return None
-    if isinstance(act, LeakyReLU):
-        return nn.LeakyReLU(act.slope)
-    simple = {ReLU: nn.ReLU, Sigmoid: nn.Sigmoid, Tanh: nn.Tanh}
-    if type(act) not in simple:
-        raise UnsupportedLayerError(
-            f"layer {index} has activation {act!r} ({type(act).__name__}), which has no "
-            f"PyTorch module here; supported: relu, leaky_relu, identity, sigmoid, tanh"
-        )
-    return simple[type(act)]()
+    """Layer `index`'s activation as a module (`Activation.to_torch`), None for identity."""
+    try:
+        return act.to_torch()
+    except UnsupportedLayerError as exc:
+        raise UnsupportedLayerError(f"layer {index}: {exc}") from None
 
 
 # --------------------------------------------------------------------- state dicts

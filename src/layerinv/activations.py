@@ -1,4 +1,12 @@
-"""Elementwise monotone activations and the preimage band of an observation.
+"""Elementwise monotone activations: everything layerinv knows about each one lives here.
+
+An `Activation` owns its forward map and derivative, its output range, the preimage `Band` of
+an observation (below), how much noise an observation alone proves (`noise_floor`), whether
+its band is exact in the slack t (`exact_band`), its piecewise-linear form for the
+mixed-integer encoding (`kink`, exact.py), its PyTorch module both ways (`to_torch`,
+`activation_from_torch`), and its name with parameters (`repr()` parses back through
+`get_activation`, and is what .npz files store). Adding an activation is one class here, one
+line in `_CLASSES`, and its tests; no other module switches on an activation's name.
 
 For an observed output y and a slack t, the layer LP needs the set of pre-activations u with
 act(u) within t of y. For every activation here that set is an interval whose ends are linear in
@@ -8,7 +16,10 @@ t on the regime the LP works in, so each row becomes
 
 with lower = -inf where the row has no lower end. `Band` holds these arrays. Rows are classified
 once per solve with a threshold (see `Activation.band`); the classification is what makes the
-bands linear, and `layer.py` re-classifies when the slack it finds says a row was ambiguous.
+bands linear, and `_layer_inversion.py` re-classifies when the slack it finds says a row was
+ambiguous.
+
+PyTorch is imported only inside the two torch conversions, so this module works without it.
 """
 
 from __future__ import annotations
@@ -16,12 +27,14 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
-from layerinv.errors import DefaultSlopeWarning, InputError
+from layerinv.errors import DefaultSlopeWarning, InputError, UnsupportedLayerError
 
-# Sigmoid and tanh observations are clipped this far inside the open range before the inverse.
+# Observations of an activation with a bounded side (sigmoid, tanh, elu) are clipped this far
+# (relative to `_Invertible._range_scale`) inside the open range before the inverse.
 _OPEN_RANGE_MARGIN = 1e-12
 
 
@@ -49,36 +62,133 @@ class Band:
         return lo, hi
 
 
-class Activation:
-    """Base class. Subclasses define `forward`, `band` and the output range."""
+@dataclass(frozen=True)
+class Kink:
+    """A piecewise-linear activation: act(u) = above * u for u >= 0, below * u for u < 0.
 
-    name: str = ""
+    One kink at the origin (none when below == above: `linear`), below >= 0. This is the form
+    exact.py's mixed-integer program encodes: a unit whose pre-activation range straddles 0
+    gets one binary (u = p + q, act = above * p + below * q), the others a linear row.
+    """
+
+    below: float
+    above: float = 1.0
+
+    @property
+    def linear(self) -> bool:
+        return self.below == self.above
+
+    def preimage(self, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The interval [u_low, u_high] of u with low <= act(u) <= high (empty: u_high < u_low
+        or u_high = -inf)."""
+        if self.below > 0:
+            return (np.where(low >= 0, low / self.above, low / self.below),
+                    np.where(high >= 0, high / self.above, high / self.below))
+        # Flat below the kink: every u <= 0 gives 0, so a lower end <= 0 bounds nothing, and
+        # an upper end below 0 leaves no u at all.
+        return (np.where(low > 0, low / self.above, -np.inf),
+                np.where(high >= 0, high / self.above, -np.inf))
+
+
+class Activation:
+    """Base class of the activations (elementwise and non-decreasing).
+
+    Subclasses define `name`, `forward`, `derivative` and `band`, and set the class
+    attributes below where their defaults do not hold. An activation with one parameter
+    (LeakyReLU's slope, ELU's alpha) names it in `parameter_name`, returns it from
+    `parameter`, and gives its default and a written example; its name is then `name(value)`.
+    """
+
+    name: ClassVar[str] = ""
+    """The registry key: `repr()` is this name, with `(parameter)` where there is one."""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    """Other accepted spellings of the name ('linear' for identity)."""
     output_low: float = -np.inf
     output_high: float = np.inf
+    exact_band: ClassVar[bool] = True
+    """Whether the band at slack t lies inside {u : |act(u) - y| <= t} (piecewise-linear
+    activations), so that a point inside the band provably fits. False for first-order bands
+    (sigmoid, tanh, elu), whose fit the layer inversion checks in output space instead."""
+    kink: Kink | None = None
+    """The piecewise-linear form exact.py encodes; None where there is none (exact.py refuses)."""
+    torch_name: ClassVar[str | None] = None
+    """The torch.nn class computing it (None: no module, as for identity)."""
+    parameter_name: ClassVar[str | None] = None
+    torch_keyword: ClassVar[str | None] = None
+    """The torch.nn module's argument (and attribute) holding the parameter."""
+    default_parameter: ClassVar[float | None] = None
+    """The parameter of a name written without one (PyTorch's default), with a warning."""
+    example: ClassVar[str] = ""
+    """A name with a parameter, for messages and help ('leaky_relu(0.2)')."""
 
     def forward(self, u: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def derivative(self, u: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """d act / du at u; `out` = forward(u) where the caller has it (sigmoid, tanh use it).
+
+        At a kink the value is one of the one-sided derivatives (the one `forward`'s branch
+        at u takes: ReLU's at 0 is 0, LeakyReLU's 1).
+        """
         raise NotImplementedError
 
     def band(self, y: np.ndarray, threshold: float) -> Band:
         """The preimage band of observation y; `threshold` separates ambiguous rows (ReLU)."""
         raise NotImplementedError
 
+    def noise_floor(self, y: np.ndarray) -> float:
+        """A lower estimate of the noise amplitude in y read off y alone, for the ambiguity
+        threshold (ReLU: the largest negative excursion, -min(y)); <= 0 where y shows none."""
+        return 0.0
+
+    def image(self, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The output interval of u in [low, high] (interval bound propagation): monotone."""
+        return self.forward(low), self.forward(high)
+
+    @property
+    def parameter(self) -> float | None:
+        """The value of the one parameter (None for an activation without)."""
+        return None
+
     @property
     def slope(self) -> float:
+        """LeakyReLU's slope; 0.0 for every other activation."""
         return 0.0
+
+    def to_torch(self) -> Any:
+        """The torch.nn module computing this activation, or None where none is needed (a
+        Linear alone is identity). UnsupportedLayerError for an activation not registered."""
+        if _REGISTRY.get(self.name) is not type(self):
+            raise UnsupportedLayerError(
+                f"activation {self!r} ({type(self).__name__}) has no PyTorch module here; "
+                f"supported: {', '.join(ACTIVATION_NAMES)}")
+        if self.torch_name is None:
+            return None
+        from torch import nn
+
+        module = getattr(nn, self.torch_name)
+        if self.parameter_name is None:
+            return module()
+        return module(**{str(self.torch_keyword): self.parameter})
+
+    @classmethod
+    def _from_torch(cls, module: Any, where: str) -> Activation:
+        """The activation of a torch module of class `torch_name` (at index `where`)."""
+        return cls()
 
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, Activation)
             and self.name == other.name
-            and self.slope == other.slope
+            and self.parameter == other.parameter
         )
 
     def __hash__(self) -> int:
-        return hash((self.name, self.slope))
+        return hash((self.name, self.parameter))
 
     def __repr__(self) -> str:
-        return self.name
+        # repr of the float, not :g, so that the name parses back to exactly this parameter.
+        return self.name if self.parameter is None else f"{self.name}({self.parameter!r})"
 
 
 def _two_sided(center: np.ndarray, slope: np.ndarray | float, y: np.ndarray,
@@ -94,12 +204,36 @@ def _two_sided(center: np.ndarray, slope: np.ndarray | float, y: np.ndarray,
     )
 
 
+def _check_parameter(name: str, what: str, value: float, why: str) -> float:
+    value = float(value)
+    if not np.isfinite(value) or value <= 0:
+        raise InputError(f"{name} {what} must be a finite number > 0 ({why}); got {value!r}")
+    return value
+
+
+def _relu_at_zero(cls: type[Activation], module: Any, where: str) -> Activation:
+    """LeakyReLU and ELU modules: a parameter of 0 is ReLU; a negative one is not monotone."""
+    value = float(getattr(module, str(cls.torch_keyword)))
+    if value == 0.0:
+        return ReLU()
+    if value < 0.0 or not np.isfinite(value):
+        raise UnsupportedLayerError(
+            f"{cls.torch_name} at index {where} has {cls.torch_keyword} {value}; only values "
+            f">= 0 are monotone and have an interval preimage")
+    return cls(value)
+
+
 class ReLU(Activation):
     name = "relu"
     output_low = 0.0
+    kink = Kink(0.0)
+    torch_name = "ReLU"
 
     def forward(self, u: np.ndarray) -> np.ndarray:
         return np.maximum(u, 0.0)
+
+    def derivative(self, u: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return (u > 0).astype(np.float64)
 
     def band(self, y: np.ndarray, threshold: float) -> Band:
         # Active rows (y > threshold): |u - y| <= t. The rest: u <= y + t (eq. 5 of the paper),
@@ -115,18 +249,30 @@ class ReLU(Activation):
             center=np.where(active, y, np.nan),
         )
 
+    def noise_floor(self, y: np.ndarray) -> float:
+        # ReLU never outputs below 0: the largest negative excursion is noise.
+        return -float(y.min())
+
 
 class LeakyReLU(Activation):
     name = "leaky_relu"
+    aliases = ("leakyrelu",)
+    torch_name = "LeakyReLU"
+    parameter_name = "slope"
+    torch_keyword = "negative_slope"
+    default_parameter = 0.01  # PyTorch's nn.LeakyReLU default
+    example = "leaky_relu(0.2)"
 
     def __init__(self, slope: float = 0.01):
-        slope = float(slope)
-        if not np.isfinite(slope) or slope <= 0:
-            raise InputError(
-                f"leaky_relu slope must be a finite number > 0 (a slope of 0 is relu; a negative "
-                f"slope is not monotone and has no interval preimage); got {slope!r}"
-            )
-        self._slope = slope
+        self._slope = _check_parameter(
+            "leaky_relu", "slope", slope,
+            "a slope of 0 is relu; a negative slope is not monotone and has no interval "
+            "preimage")
+        self.kink = Kink(self._slope)
+
+    @property
+    def parameter(self) -> float:
+        return self._slope
 
     @property
     def slope(self) -> float:
@@ -134,6 +280,9 @@ class LeakyReLU(Activation):
 
     def forward(self, u: np.ndarray) -> np.ndarray:
         return np.where(u >= 0, u, self._slope * u)
+
+    def derivative(self, u: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return np.where(u >= 0, 1.0, self._slope)
 
     def band(self, y: np.ndarray, threshold: float) -> Band:
         a = self._slope
@@ -149,23 +298,37 @@ class LeakyReLU(Activation):
         center = np.where(ambiguous, np.where(y >= 0, y, y / a), center)
         return Band(lower, lower_slope, upper, upper_slope, np.zeros_like(y), center)
 
-    def __repr__(self) -> str:
-        # repr of the float, not :g, so that the name parses back to exactly this slope.
-        return f"leaky_relu({self._slope!r})"
+    @classmethod
+    def _from_torch(cls, module: Any, where: str) -> Activation:
+        return _relu_at_zero(cls, module, where)
 
 
 class Identity(Activation):
     name = "identity"
+    aliases = ("linear",)
+    kink = Kink(1.0)
 
     def forward(self, u: np.ndarray) -> np.ndarray:
         return np.array(u, dtype=np.float64, copy=True)
+
+    def derivative(self, u: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return np.ones_like(u)
 
     def band(self, y: np.ndarray, threshold: float) -> Band:
         return _two_sided(y.copy(), 1.0, y)
 
 
-class _Squashing(Activation):
-    """Sigmoid and tanh: the band is first order in t around act^-1(y), y clipped into range."""
+class _Invertible(Activation):
+    """Strictly increasing activations with a closed-form inverse (sigmoid, tanh, elu): the
+    band is first order in t around act^-1(y), with half-width t / act'(act^-1(y)), y clipped
+    into the open range first (the clipping raises the floor on t)."""
+
+    exact_band = False
+
+    @property
+    def _range_scale(self) -> float:
+        """The size the clipping margin is relative to: the width of a bounded range."""
+        return self.output_high - self.output_low
 
     def _inverse(self, y: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -174,19 +337,24 @@ class _Squashing(Activation):
         raise NotImplementedError
 
     def band(self, y: np.ndarray, threshold: float) -> Band:
-        margin = _OPEN_RANGE_MARGIN * (self.output_high - self.output_low)
+        margin = _OPEN_RANGE_MARGIN * self._range_scale
         clipped = np.clip(y, self.output_low + margin, self.output_high - margin)
         # A noisy observation outside the range is at least |y - clipped| from any output.
         return _two_sided(self._inverse(clipped), self._inverse_derivative(clipped), y,
                           t_floor=np.abs(y - clipped))
 
 
-class Sigmoid(_Squashing):
+class Sigmoid(_Invertible):
     name = "sigmoid"
     output_low, output_high = 0.0, 1.0
+    torch_name = "Sigmoid"
 
     def forward(self, u: np.ndarray) -> np.ndarray:
         return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(u, dtype=np.float64)))
+
+    def derivative(self, u: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        out = self.forward(u) if out is None else out
+        return out * (1.0 - out)
 
     def _inverse(self, y: np.ndarray) -> np.ndarray:
         return np.log(y) - np.log1p(-y)
@@ -195,12 +363,17 @@ class Sigmoid(_Squashing):
         return 1.0 / (y * (1.0 - y))
 
 
-class Tanh(_Squashing):
+class Tanh(_Invertible):
     name = "tanh"
     output_low, output_high = -1.0, 1.0
+    torch_name = "Tanh"
 
     def forward(self, u: np.ndarray) -> np.ndarray:
         return np.tanh(u)
+
+    def derivative(self, u: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        out = self.forward(u) if out is None else out
+        return 1.0 - out * out
 
     def _inverse(self, y: np.ndarray) -> np.ndarray:
         return np.arctanh(y)
@@ -209,51 +382,142 @@ class Tanh(_Squashing):
         return 1.0 / (1.0 - y * y)
 
 
-ACTIVATION_NAMES = ("relu", "leaky_relu", "identity", "sigmoid", "tanh")
-DEFAULT_LEAKY_SLOPE = 0.01
-"""The slope of a 'leaky_relu' named without one: PyTorch's nn.LeakyReLU default."""
+class ELU(_Invertible):
+    """u for u > 0, alpha (exp(u) - 1) below (Clevert et al. 2016); range (-alpha, inf).
 
-_SIMPLE = {"relu": ReLU, "identity": Identity, "linear": Identity, "sigmoid": Sigmoid,
-           "tanh": Tanh}
-_LEAKY_KEYS = ("leaky_relu", "leakyrelu")
-_NAME = re.compile(r"^\s*([a-z_-]+)\s*"  # the name; then an optional '(slope)'
-                   r"(?:\(\s*(?:(?:negative_slope|slope)\s*=\s*)?([^()]*?)\s*\))?\s*$")
+    Its inverse is exact (u = y above 0, log1p(y / alpha) on (-alpha, 0]); the band is first
+    order in t like sigmoid's, with slopes 1 / act'(u): 1 above 0, 1 / (alpha + y) below.
+    """
+
+    name = "elu"
+    torch_name = "ELU"
+    parameter_name = "alpha"
+    torch_keyword = "alpha"
+    default_parameter = 1.0  # PyTorch's nn.ELU default
+    example = "elu(0.5)"
+
+    def __init__(self, alpha: float = 1.0):
+        self._alpha = _check_parameter(
+            "elu", "alpha", alpha,
+            "alpha 0 is relu; a negative alpha is not monotone and has no interval preimage")
+        self.output_low = -self._alpha
+
+    @property
+    def parameter(self) -> float:
+        return self._alpha
+
+    @property
+    def alpha(self) -> float:
+        return self._alpha
+
+    @property
+    def _range_scale(self) -> float:
+        return self._alpha  # the range is unbounded above: the margin is relative to alpha
+
+    def forward(self, u: np.ndarray) -> np.ndarray:
+        u = np.asarray(u, dtype=np.float64)
+        # expm1 of min(u, 0): accurate near 0 and no overflow where the branch is not taken.
+        return np.where(u > 0, u, self._alpha * np.expm1(np.minimum(u, 0.0)))
+
+    def derivative(self, u: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        u = np.asarray(u, dtype=np.float64)
+        # alpha exp(u), not out + alpha, which cancels where out is near -alpha.
+        return np.where(u > 0, 1.0, self._alpha * np.exp(np.minimum(u, 0.0)))
+
+    def _inverse(self, y: np.ndarray) -> np.ndarray:
+        return np.where(y > 0, y, np.log1p(np.minimum(y, 0.0) / self._alpha))
+
+    def _inverse_derivative(self, y: np.ndarray) -> np.ndarray:
+        return np.where(y > 0, 1.0, 1.0 / (self._alpha + np.minimum(y, 0.0)))
+
+    @classmethod
+    def _from_torch(cls, module: Any, where: str) -> Activation:
+        return _relu_at_zero(cls, module, where)
+
+
+# --------------------------------------------------------------------------- the registry
+_CLASSES: tuple[type[Activation], ...] = (ReLU, LeakyReLU, Identity, Sigmoid, Tanh, ELU)
+"""Every activation, by name, in the order messages list them: adding one is one entry here."""
+
+_REGISTRY: dict[str, type[Activation]] = {cls.name: cls for cls in _CLASSES}
+_SPELLINGS: dict[str, type[Activation]] = {
+    **_REGISTRY, **{alias: cls for cls in _CLASSES for alias in cls.aliases}}
+
+ACTIVATION_NAMES = tuple(_REGISTRY)
+PIECEWISE_LINEAR_NAMES = tuple(cls.name for cls in _CLASSES if cls().kink is not None)
+"""The activations exact.py's mixed-integer program encodes."""
+TORCH_MODULES = tuple(str(cls.torch_name) for cls in _CLASSES if cls.torch_name is not None)
+"""The torch.nn activation classes converted both ways."""
+DEFAULT_LEAKY_SLOPE = LeakyReLU.default_parameter
+"""The slope of a 'leaky_relu' named without one: PyTorch's nn.LeakyReLU default."""
+DEFAULT_ELU_ALPHA = ELU.default_parameter
+"""The alpha of an 'elu' named without one: PyTorch's nn.ELU default."""
+
+_WITH_PARAMETER = tuple(cls for cls in _CLASSES if cls.parameter_name is not None)
+NAMES_HELP = (", ".join(ACTIVATION_NAMES[:-1]) + f" or {ACTIVATION_NAMES[-1]}; "
+              + "; ".join(f"{cls.name} may carry its {cls.parameter_name}, as in {cls.example}"
+                          for cls in _WITH_PARAMETER))
+"""The names in words, for help texts."""
+
+_NAME = re.compile(r"^\s*([a-z_-]+)\s*"  # the name; then an optional '(value)' or '(key=value)'
+                   r"(?:\(\s*(?:([a-z_]+)\s*=\s*)?([^()]*?)\s*\))?\s*$")
+
+
+def _parse(spec: str) -> tuple[type[Activation], float | None]:
+    """The class named by spec and the parameter written in it (None where none is)."""
+    examples = " or ".join(repr(cls.example) for cls in _WITH_PARAMETER)
+    match = _NAME.match(spec.lower())
+    if match is None:
+        raise InputError(f"activation must be one of {ACTIVATION_NAMES}, possibly with its "
+                         f"parameter as in {examples}; got {spec!r}")
+    key, keyword, text = match.group(1).replace("-", "_"), match.group(2), match.group(3)
+    if key not in _SPELLINGS:
+        raise InputError(f"activation must be one of {ACTIVATION_NAMES}; got {spec!r}")
+    cls = _SPELLINGS[key]
+    if not text:
+        return cls, None
+    if cls.parameter_name is None:
+        takes = ", ".join(f"{c.name} (its {c.parameter_name}, as in {c.example!r})"
+                          for c in _WITH_PARAMETER)
+        raise InputError(f"activation {spec!r}: {cls.name} takes no parameter; only {takes} "
+                         f"take one")
+    if keyword is not None and keyword not in (cls.parameter_name, cls.torch_keyword):
+        raise InputError(f"activation {spec!r}: {cls.name}'s parameter is "
+                         f"{cls.parameter_name!r} (or {cls.torch_keyword!r}); got {keyword!r}")
+    try:
+        return cls, float(text)
+    except ValueError:
+        raise InputError(f"activation {spec!r}: the {cls.parameter_name} in parentheses must "
+                         f"be a number, as in {cls.example!r}; got {text!r}") from None
 
 
 def split_name(spec: str) -> tuple[str, float | None]:
     """('leaky_relu', 0.2) for 'leaky_relu(0.2)'; the parameter is None when none is written.
 
-    Accepted spellings: any case, '-' for '_', 'leakyrelu', an empty '()', and PyTorch's
-    'LeakyReLU(negative_slope=0.2)', so `str()` of an nn.LeakyReLU parses too.
+    Accepted spellings: any case, '-' for '_', the aliases ('leakyrelu', 'linear'), an empty
+    '()', and the parameter by keyword, PyTorch's included ('LeakyReLU(negative_slope=0.2)',
+    'ELU(alpha=1.0)'), so `str()` of those modules parses too.
     """
-    match = _NAME.match(spec.lower())
-    if match is None:
-        raise InputError(f"activation must be one of {ACTIVATION_NAMES}, leaky_relu possibly "
-                         f"with its slope as in 'leaky_relu(0.2)'; got {spec!r}")
-    key, text = match.group(1).replace("-", "_"), match.group(2)
-    if key not in _SIMPLE and key not in _LEAKY_KEYS:
-        raise InputError(f"activation must be one of {ACTIVATION_NAMES}; got {spec!r}")
-    key = "leaky_relu" if key in _LEAKY_KEYS else key
-    if not text:
-        return key, None
-    if key not in _LEAKY_KEYS:
-        raise InputError(f"activation {spec!r}: {key} takes no parameter; only leaky_relu has "
-                         f"one (its slope, as in 'leaky_relu(0.2)')")
-    try:
-        return key, float(text)
-    except ValueError:
-        raise InputError(f"activation {spec!r}: the slope in parentheses must be a number, as "
-                         f"in 'leaky_relu(0.2)'; got {text!r}") from None
+    cls, value = _parse(spec)
+    return cls.name, value
+
+
+def parameter_name(spec: str) -> str | None:
+    """The name of the parameter the activation named by spec takes ('slope' for leaky_relu,
+    'alpha' for elu), None for one that takes none."""
+    return _parse(spec)[0].parameter_name
 
 
 def get_activation(spec: str | Activation, slope: float | None = None) -> Activation:
     """An Activation from a name or itself.
 
-    Names: 'relu', 'identity' (or 'linear'), 'sigmoid', 'tanh', and 'leaky_relu(a)' with its
-    slope a > 0; the slope may also come as `slope`. A 'leaky_relu' with no slope either way
-    gets DEFAULT_LEAKY_SLOPE (0.01, as in PyTorch) and a DefaultSlopeWarning that says so:
-    a checkpoint trained with another slope would silently give a different network.
-    `repr()` of every activation is a name that parses back to an equal activation.
+    Names: 'relu', 'identity' (or 'linear'), 'sigmoid', 'tanh', 'leaky_relu(a)' with its
+    slope a > 0 and 'elu(alpha)' with alpha > 0. `slope` is leaky_relu's slope where the name
+    gives none (the other activations ignore it: old .npz files store 0 for them). An
+    activation with a parameter named without one gets PyTorch's default (leaky_relu 0.01,
+    elu 1.0) and a DefaultSlopeWarning that says so: a checkpoint trained with another value
+    would silently give a different network. `repr()` of every activation is a name that
+    parses back to an equal activation.
     """
     if isinstance(spec, Activation):
         return spec
@@ -261,17 +525,31 @@ def get_activation(spec: str | Activation, slope: float | None = None) -> Activa
         raise InputError(
             f"activation must be one of {ACTIVATION_NAMES} or an Activation; got {spec!r}"
         )
-    key, written = split_name(spec)
-    if key != "leaky_relu":
-        return _SIMPLE[key]()
-    if written is not None and slope is not None and float(slope) != written:
+    cls, written = _parse(spec)
+    if cls.parameter_name is None:
+        return cls()
+    given = slope if cls.parameter_name == "slope" else None
+    if written is not None and given is not None and float(given) != written:
         raise InputError(f"activation {spec!r} names the slope {written!r} but slope={slope!r} "
                          f"was given too; give one")
-    chosen = written if written is not None else slope
+    chosen = written if written is not None else given
     if chosen is None:
-        warnings.warn(f"activation {spec!r} names no slope: using {DEFAULT_LEAKY_SLOPE} "
-                      f"(PyTorch's default); write 'leaky_relu({DEFAULT_LEAKY_SLOPE})' to "
-                      f"say so, or the slope the network was trained with, e.g. "
-                      f"'leaky_relu(0.2)'", DefaultSlopeWarning, stacklevel=2)
-        chosen = DEFAULT_LEAKY_SLOPE
-    return LeakyReLU(chosen)
+        default, what = cls.default_parameter, cls.parameter_name
+        warnings.warn(f"activation {spec!r} names no {what}: using {default} (PyTorch's "
+                      f"default); write '{cls.name}({default})' to say so, or the {what} the "
+                      f"network was trained with, e.g. '{cls.example}'",
+                      DefaultSlopeWarning, stacklevel=2)
+        chosen = default
+    return cls(chosen)  # type: ignore[call-arg]
+
+
+def activation_from_torch(module: Any, where: str = "") -> Activation | None:
+    """The activation a torch.nn module computes (`where`: its index, for messages), or None
+    where the module is not one of TORCH_MODULES. LeakyReLU(0) and ELU(alpha=0) are relu; a
+    negative parameter is an UnsupportedLayerError."""
+    from torch import nn
+
+    for cls in _CLASSES:
+        if cls.torch_name is not None and isinstance(module, getattr(nn, cls.torch_name)):
+            return cls._from_torch(module, where)
+    return None

@@ -21,7 +21,8 @@ A relu or leaky_relu unit (y = u for u >= 0, y = a*u below) is
 - unstable when l < 0 < h: u = p + q, y = p + a*q, 0 <= p <= h*d, l*(1 - d) <= q <= 0 with one
   binary d (d = 1: the unit is active). Its LP relaxation is the triangle relaxation.
 
-Identity units are linear rows. Sigmoid and tanh are not piecewise linear: an InputError.
+Identity units are linear rows. Sigmoid, tanh and elu are not piecewise linear: an
+InputError. (Each activation gives this form as its `kink`, activations.Kink.)
 For `preimage` the output rows |y_j - x_j| <= t, t <= tol also shrink the last layer's ranges
 (a relu output with x_j > tol must be active), which removes many binaries; `closest` does the
 same with the distance r of its best known point in place of tol.
@@ -62,7 +63,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from layerinv._validation import as_float_array, check_batch, check_choice, check_positive, make_rng
-from layerinv.activations import Activation
+from layerinv.activations import PIECEWISE_LINEAR_NAMES
 from layerinv.errors import InputError
 from layerinv.network import Layer, Network
 from layerinv.results import ClosestResult, PreimageResult, Status
@@ -89,7 +90,6 @@ DEFAULT_BOX = 10.0
 VERIFY_SLACK = 1e-9
 """A witness passes when its forward residual is <= tol + VERIFY_SLACK * (1 + ||x||_inf)."""
 
-_PIECEWISE_LINEAR = ("relu", "leaky_relu", "identity")
 _NORMS = ("linf", "l1")
 # Outward padding of the big-M constants of unstable units (rounding in the propagation).
 _BIGM_PAD = 1e-9
@@ -106,10 +106,10 @@ def _check_net(net: object) -> Network:
     if not isinstance(net, Network):
         raise InputError(f"net must be a layerinv.Network; got {type(net).__name__}")
     for i, layer in enumerate(net.layers):
-        if layer.activation.name not in _PIECEWISE_LINEAR:
+        if layer.activation.kink is None:
             raise InputError(
                 f"layer {i} has activation {layer.activation!r}, which is not piecewise linear; "
-                f"exact inversion by mixed-integer programming supports {_PIECEWISE_LINEAR}"
+                f"exact inversion by mixed-integer programming supports {PIECEWISE_LINEAR_NAMES}"
             )
     return net
 
@@ -147,12 +147,6 @@ def _check_time_limit(time_limit: object) -> float:
 
 
 # --------------------------------------------------------------------------- bounds
-def _act_interval(act: Activation, low: np.ndarray, high: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """The image of [low, high] under a monotone piecewise-linear activation."""
-    return act.forward(low), act.forward(high)
-
-
 def interval_bounds(net: Network, box: object = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Pre-activation bounds (l, h) of every layer for z in the box, by interval propagation.
 
@@ -166,7 +160,7 @@ def interval_bounds(net: Network, box: object = None) -> list[tuple[np.ndarray, 
     for layer in net.layers:
         low, high = _propagate(layer, lo, hi)
         bounds.append((low, high))
-        lo, hi = _act_interval(layer.activation, low, high)
+        lo, hi = layer.activation.image(low, high)
     return bounds
 
 
@@ -247,36 +241,28 @@ def _build(net: Network, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, objectiv
     last = len(net.layers) - 1
     for index, layer in enumerate(net.layers):
         act = layer.activation
-        slope = act.slope if act.name == "leaky_relu" else 0.0
+        kink = act.kink  # u = p + q, act(u) = above * p + below * q (activations.Kink)
         low, high = _propagate(layer, h_lo, h_hi)
         tightened = np.zeros(layer.n_out, dtype=bool)
         if index == last and math.isfinite(radius):
             # The output rows force act(u) into [x - radius, x + radius]: invert that interval.
-            out_lo, out_hi = x - radius, x + radius
-            if act.name == "relu":
-                need_lo = np.where(out_lo > 0, out_lo, -np.inf)
-                need_hi = np.where(out_hi >= 0, out_hi, -np.inf)
-            elif act.name == "leaky_relu":
-                need_lo = np.where(out_lo >= 0, out_lo, out_lo / slope)
-                need_hi = np.where(out_hi >= 0, out_hi, out_hi / slope)
-            else:
-                need_lo, need_hi = out_lo, out_hi
+            need_lo, need_hi = kink.preimage(x - radius, x + radius)
             if np.any(need_hi < need_lo) or np.any(need_hi < low) or np.any(need_lo > high):
                 return model, True
             tightened = (need_lo > low) | (need_hi < high)
             low, high = np.maximum(low, need_lo), np.minimum(high, need_hi)
-        y_lo, y_hi = _act_interval(act, low, high)
-        if act.name == "identity":
+        y_lo, y_hi = act.image(low, high)
+        if kink.linear:
             linear, zero = np.ones(layer.n_out, dtype=bool), np.zeros(layer.n_out, dtype=bool)
         else:
-            linear = (low >= 0) | ((high <= 0) & (act.name == "leaky_relu"))
-            zero = (high <= 0) & (act.name == "relu")
+            linear = (low >= 0) | ((high <= 0) & (kink.below != 0))
+            zero = (high <= 0) & (kink.below == 0)
         unstable = ~(linear | zero)
         y_cols = model.add_cols(y_lo, y_hi)
         bias = np.zeros(layer.n_out) if layer.bias is None else layer.bias
         weight = layer.weight
         for j in np.flatnonzero(linear):
-            s = 1.0 if (act.name == "identity" or low[j] >= 0) else slope
+            s = kink.above if low[j] >= 0 else kink.below
             # y_j - s * w_j.h = s * b_j
             model.add_row(np.concatenate([[y_cols[j]], h_cols]),
                           np.concatenate([[1.0], -s * weight[j]]), s * bias[j], s * bias[j])
@@ -296,7 +282,8 @@ def _build(net: Network, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, objectiv
                           np.concatenate([[1.0, 1.0], -weight[j]]), bias[j], bias[j])
             model.add_row([p, d], [1.0, -pad_hi[n]], -np.inf, 0.0)          # p <= h d
             model.add_row([q, d], [1.0, pad_lo[n]], pad_lo[n], np.inf)      # q >= l (1 - d)
-            model.add_row([y_cols[j], p, q], [1.0, -1.0, -slope], 0.0, 0.0)  # y = p + a q
+            # y = above p + below q (relu: y = p)
+            model.add_row([y_cols[j], p, q], [1.0, -kink.above, -kink.below], 0.0, 0.0)
         model.layers.append({"y": y_cols, "unstable": unstable_idx, "p": p_cols, "q": q_cols,
                              "d": d_cols})
         h_cols, h_lo, h_hi = y_cols, y_lo, y_hi
@@ -435,8 +422,9 @@ def _region(net: Network, z: np.ndarray, pattern: list | None = None
         WA, Wc = layer.weight @ A, layer.weight @ c + bias
         u = layer.weight @ h + bias
         h = act.forward(u)
-        if act.name == "identity":
-            A, c = WA, Wc
+        kink = act.kink
+        if kink.linear:
+            A, c = kink.above * WA, kink.above * Wc
             continue
         active = u >= 0
         if pattern is not None:
@@ -446,7 +434,7 @@ def _region(net: Network, z: np.ndarray, pattern: list | None = None
         sign = np.where(active, -1.0, 1.0)
         sign_rows.append(sign[:, None] * WA)
         sign_rhs.append(-sign * Wc)
-        scale = np.where(active, 1.0, act.slope if act.name == "leaky_relu" else 0.0)
+        scale = np.where(active, kink.above, kink.below)
         A, c = scale[:, None] * WA, scale * Wc
     return A, c, np.vstack(sign_rows), np.concatenate(sign_rhs)
 
@@ -568,7 +556,7 @@ def preimage(net: Network, x: object, tol: float = 1e-6, time_limit: float | Non
     Parameters
     ----------
     net : Network
-        Layers with relu, leaky_relu or identity activations (sigmoid / tanh: InputError).
+        Layers with relu, leaky_relu or identity activations (sigmoid, tanh, elu: InputError).
     x : array (n,)
         One observation.
     tol : float >= 0

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     import torch
 
 FILE_FORMAT = "layerinv-network"
-FILE_VERSION = 1
+FILE_VERSION = 2
+"""Version 2 stores each activation as its full name with parameters (`activation_i`, e.g.
+'leaky_relu(0.2)', 'elu(1.0)'); version 1 stored the bare name and `slope_i`, still read."""
 
 
 class Network:
@@ -66,7 +68,11 @@ class Network:
 
     # ----------------------------------------------------------------- files
     def save(self, path: str | os.PathLike[str] | BinaryIO) -> None:
-        """Write the network to an .npz file (no pickles), or to an open binary file."""
+        """Write the network to an .npz file (no pickles), or to an open binary file.
+
+        Entries: format, version, n_layers, and per layer weight_i, bias_i (if any) and
+        activation_i, the activation's name with its parameters (`repr`, e.g. 'elu(1.0)').
+        """
         arrays: dict[str, np.ndarray] = {
             "format": np.array(FILE_FORMAT),
             "version": np.array(FILE_VERSION),
@@ -76,8 +82,7 @@ class Network:
             arrays[f"weight_{i}"] = layer.weight
             if layer.bias is not None:
                 arrays[f"bias_{i}"] = layer.bias
-            arrays[f"activation_{i}"] = np.array(layer.activation.name)
-            arrays[f"slope_{i}"] = np.array(layer.activation.slope)
+            arrays[f"activation_{i}"] = np.array(repr(layer.activation))
         if hasattr(path, "write"):
             np.savez(path, **arrays)
             return
@@ -118,8 +123,10 @@ class Network:
         layers = []
         for i in range(int(arrays["n_layers"])):
             try:
+                # Version 1 files name the activation bare and store its slope beside it.
+                slope = arrays.get(f"slope_{i}")
                 activation = get_activation(str(arrays[f"activation_{i}"]),
-                                            float(arrays[f"slope_{i}"]))
+                                            None if slope is None else float(slope))
                 layers.append(Layer(arrays[f"weight_{i}"], arrays.get(f"bias_{i}"), activation))
             except InputError as exc:
                 raise NetworkFileError(f"{source!r}: layer {i} is invalid: {exc}") from None

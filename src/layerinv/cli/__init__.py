@@ -26,7 +26,13 @@ from layerinv._validation import (
 )
 from layerinv._version import __version__
 from layerinv._walk import ALL_METHODS, invert
-from layerinv.activations import Activation, get_activation, split_name
+from layerinv.activations import (
+    NAMES_HELP,
+    Activation,
+    get_activation,
+    parameter_name,
+    split_name,
+)
 from layerinv.cli.hardness import add_parser as add_hardness_parser
 from layerinv.cli.mnist import add_parsers as add_mnist_parsers
 from layerinv.cli.reconstruct import add_parser as add_reconstruct_parser
@@ -105,9 +111,7 @@ def _add_random_network(commands: argparse._SubParsersAction) -> None:
                             description="Weights i.i.d. N(0, 1/n_out), as in the paper.")
     p.add_argument("--widths", type=int_arg(1), nargs="+", required=True,
                    help="k n_1 ... n_d")
-    p.add_argument("--activation", default="relu",
-                   help="relu, leaky_relu, identity, sigmoid or tanh; leaky_relu may carry its "
-                        "slope, as in leaky_relu(0.2)")
+    p.add_argument("--activation", default="relu", help=NAMES_HELP)
     p.add_argument("--slope", type=float_arg(0.0, strict=True), default=None,
                    help=f"leaky_relu slope where the name gives none (default "
                         f"{CLI_LEAKY_SLOPE:g})")
@@ -173,12 +177,15 @@ CLI_LEAKY_SLOPE = 0.1
 
 
 def _cli_activation(name: str, slope: float | None, option: str) -> Activation:
-    """`option` NAME with --slope; a bare leaky_relu gets the documented CLI_LEAKY_SLOPE."""
-    key, written = split_name(name)
+    """`option` NAME with --slope, which only a slope-taking activation (leaky_relu) reads;
+    a bare leaky_relu gets the documented CLI_LEAKY_SLOPE."""
+    if parameter_name(name) != "slope":
+        return get_activation(name)
+    _, written = split_name(name)
     if written is not None and slope is not None and written != slope:
         raise InputError(f"{option} {name!r} names the slope {written!r} but --slope "
                          f"{slope!r} was given too; give one")
-    if slope is None and written is None and key == "leaky_relu":
+    if slope is None and written is None:
         slope = CLI_LEAKY_SLOPE
     return get_activation(name, slope)
 
