@@ -107,10 +107,25 @@ def test_identity_without_a_size_takes_it_from_the_other_side():
     np.testing.assert_array_equal(both.resolved(4).matrix, np.eye(4))
 
 
+class Square(Measurement):
+    """A non-linear operator of a user's own, x -> x^2 entrywise."""
+
+    def __init__(self, n: int):
+        self.in_dim = self.out_dim = n
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        return batch**2
+
+    def _describe(self) -> str:
+        return f"Square({self.in_dim})"
+
+
 def test_compositions_without_meaning_are_refused():
     mask = Mask.random(8, 0.5, seed=0)
     magnitude = Magnitude.gaussian(4, 8, seed=1)
     for make, match in [
+        (lambda: Square(mask.out_dim) * mask, r"no meaning here for A = Square\(\d+\)"),
+        (lambda: mask * Square(8), "needs B linear"),
         (lambda: Gaussian(3, 4, seed=0) * magnitude, "needs B linear"),  # A |B x|
         (lambda: Magnitude.gaussian(2, 4, seed=0) * magnitude, "needs B linear"),
         (lambda: mask * 2.0, "needs B to be a measurement operator"),
@@ -120,6 +135,9 @@ def test_compositions_without_meaning_are_refused():
         with pytest.raises(InputError, match=match) as info:
             make()
         assert "\n" not in str(info.value)
+    net = layerinv.random_network([3, 6, 8], seed=0)
+    with pytest.raises(InputError, match=r"pgd needs a linear measurement .* Square\(8\)"):
+        reconstruct(net, np.zeros(8), Square(8))  # neither linear, a magnitude, nor foldable
 
 
 SEVEN_OF_NINE = Mask(np.array([1, 1, 0, 1, 1, 1, 0, 1, 1], dtype=bool))

@@ -167,7 +167,8 @@ def _fit_for_product(outer: Measurement, inner: object) -> tuple[Measurement, Me
                          f"B a {type(inner).__name__}")
     if not inner.linear:
         raise InputError(f"A * B needs B linear (Identity, Mask, Matrix, Gaussian or a product "
-                         f"of them): B's output is measured again by A; got B = {inner!r}")
+                         f"of them): no solver here models an operator after a non-linear one; "
+                         f"got B = {inner!r}")
     if inner.noise is not None:
         raise InputError(f"A * B keeps only A's noise, and B = {inner!r} carries noise; attach "
                          f"it to the product instead: (A * B).with_noise(...)")
