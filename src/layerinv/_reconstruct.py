@@ -89,7 +89,7 @@ from layerinv._layer_inversion import METHODS as LP_METHODS
 from layerinv._validation import check_batch, check_choice, check_positive
 from layerinv._walk import invert
 from layerinv.errors import InputError
-from layerinv.measurements import Identity, LinearMeasurement, Magnitude, Mask, Measurement
+from layerinv.measurements import Measurement
 from layerinv.network import Network
 from layerinv.results import Inversion, Reconstruction, Status
 
@@ -132,7 +132,7 @@ def reconstruct(net: Network, y: object, measurement: Measurement, method: str =
                          f"Mask, Matrix, Gaussian, Magnitude); got {type(measurement).__name__}")
     measurement = measurement.resolved(net.output_dim)
     method = check_choice(method, METHODS, "method")
-    foldable = isinstance(measurement, Identity | Mask)
+    foldable = measurement.foldable
     if method == "auto":
         method = "linf" if foldable else "pgd"
     if method in (*LP_METHODS, "lp+gd") and not foldable:
@@ -226,10 +226,10 @@ def pgd(net: Network, y: object, measurement: Measurement, *, projection: str = 
     started = time.perf_counter()
     if not isinstance(net, Network):
         raise InputError(f"net must be a layerinv.Network; got {type(net).__name__}")
-    if not isinstance(measurement, LinearMeasurement | Magnitude):
+    if not (isinstance(measurement, Measurement) and (measurement.linear or measurement.magnitude)):
         raise InputError(f"pgd needs a linear measurement or a Magnitude; got {measurement!r}")
     measurement = measurement.resolved(net.output_dim)
-    magnitude = isinstance(measurement, Magnitude)
+    magnitude = measurement.magnitude
     batch, single = check_batch(y, measurement.out_dim, "y")
     matrix = np.asarray(measurement.matrix, dtype=np.float64)
     opts = _PGDOptions(

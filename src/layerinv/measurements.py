@@ -2,10 +2,10 @@
 
 Operators (modelled on DeepInverse's `Physics`): every one is a `Measurement` with `in_dim`
 (n, the signal's size), `out_dim` (m), `apply(x)` on a signal (n,) or a batch (B, n) giving
-(m,) or (B, m) (also `op(x)`), and `to_torch()`, a differentiable callable on torch tensors
+(m,) or (B, m), noise-free, and `to_torch()`, a differentiable callable on torch tensors
 (N, n) -> (N, m) for `gradient_descent(measurement=...)`. The linear ones (`Identity`, `Mask`,
-`Matrix`, `Gaussian`) also have `matrix` (the dense (m, n) A), `adjoint(y)` = A^T y and
-`lstsq(y)`, the minimum-norm least-squares estimate A^+ y (no prior).
+`Matrix`, `Gaussian`, `Product`) also have `matrix` (the dense (m, n) A), `adjoint(y)` = A^T y
+and `lstsq(y)`, the minimum-norm least-squares estimate A^+ y (no prior).
 
 - `Identity(n=None)`: y = x (denoising); n None takes the network's output size.
 - `Mask(keep)`: y = x[keep] for a boolean `keep` of length n with at least one True
@@ -17,16 +17,32 @@ Operators (modelled on DeepInverse's `Physics`): every one is a `Measurement` wi
 - `Magnitude(A)`: y = |A x| (real phase retrieval), A a matrix or a linear operator;
   `Magnitude.gaussian(m, n, seed)`.
 
+What a solver may do with an operator, the operator says itself: `linear`, `magnitude`
+(y = |M x| with M its `matrix`) and `foldable` (then `fold(net)` is the network followed by the
+operator, and the LP methods invert that). `reconstruct` reads these, never the class.
+
+Composition (DeepInverse's `__mul__`): `A * B` is x -> A(B(x)), B linear, the sizes checked
+(A.in_dim == B.out_dim). A linear gives a linear `Product`: applied as A after B, matrix
+A.matrix @ B.matrix, adjoint B^T A^T, torch form A's after B's, foldable when both sides are
+(a mask of a mask is a mask). A a `Magnitude` gives the magnitude of the product, |A B x|.
+Anything after a Magnitude (A |B x|) is refused: no solver here models it.
+
 Noise models, each `noise(y)` -> y + noise, seeded: `GaussianNoise(sigma, seed)`,
 `UniformNoise(amplitude, seed)` (i.i.d. uniform on [-amplitude, amplitude]) and
 `SparseOutliers(fraction, magnitude, seed)` (round(fraction * m) entries of each measurement
 vector, chosen uniformly, get +-magnitude with a random sign). A noise object holds one
 numpy Generator made from its seed: two objects with the same seed produce the same sequence of
 draws, and successive calls on one object give fresh (different) noise. `reset()` rewinds.
+
+Noise attached to an operator (DeepInverse's `noise_model`): `A.with_noise(GaussianNoise(0.01,
+seed=1))` is A with that noise; `measure(x)` (also `A(x)`) draws noise(A(x)), while `apply`,
+`to_torch` and every solver stay noise-free. `A * B` carries A's noise; a noisy B is refused
+(its noise would be lost inside the product).
 """
 
 from __future__ import annotations
 
+import copy
 import numbers
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -49,26 +65,80 @@ def _check_dim(value: object, name: str) -> int:
 
 
 class Measurement:
-    """Base class: y = A(x), batched. Subclasses set `in_dim`, `out_dim` and `_forward`."""
+    """Base class: y = A(x), batched. Subclasses set `in_dim`, `out_dim` and `_forward`.
+
+    What the solvers may do with an operator is the operator's own answer, never a test of its
+    class: `linear` (it has `matrix`, `adjoint` and `lstsq`), `magnitude` (y = |M x| with
+    M = `matrix`, for phase retrieval) and `foldable` (`fold(net)` is the network followed by
+    the operator, so the LP methods invert that network directly).
+    """
 
     linear: bool = False
+    magnitude: bool = False
+    foldable: bool = False
+    noise: Noise | None = None
     in_dim: int | None
     out_dim: int | None
 
     def apply(self, x: object) -> np.ndarray:
-        """A(x) for a signal (in_dim,) or a batch (B, in_dim): (out_dim,) or (B, out_dim)."""
+        """A(x), noise-free, for a signal (in_dim,) or a batch (B, in_dim): (out_dim,) or (B,
+        out_dim)."""
         width = self.in_dim if self.in_dim is not None else int(np.shape(x)[-1])
         batch, single = check_batch(x, width, "x")
         out = self._forward(batch)
         return out[0] if single else out
 
-    __call__ = apply
+    def measure(self, x: object) -> np.ndarray:
+        """A noisy measurement noise(A(x)) with the attached noise (DeepInverse's `physics(x)`),
+        or A(x) itself when none is attached. Each call draws fresh noise from the noise
+        object's generator; `self.noise.reset()` rewinds it."""
+        y = self.apply(x)
+        return y if self.noise is None else self.noise(y)
+
+    __call__ = measure
+
+    def with_noise(self, noise: Noise | None) -> Measurement:
+        """This operator with `noise` attached (None: without noise), as a new operator.
+
+        The noise object is shared, not copied: its draws advance with every `measure`.
+        `apply`, `to_torch` and the solvers stay noise-free.
+        """
+        if noise is not None and not isinstance(noise, Noise):
+            raise InputError(f"noise must be a layerinv.measurements noise model "
+                             f"(GaussianNoise, UniformNoise, SparseOutliers) or None; got "
+                             f"{type(noise).__name__}")
+        out = copy.copy(self)  # the arrays inside are read-only, so sharing them is safe
+        out.noise = noise
+        return out
+
+    def __mul__(self, other: object) -> Measurement:
+        """A * B: the operator x -> A(B(x)) (DeepInverse's order), carrying A's noise.
+
+        B must be linear; A linear gives a linear `Product` (matrix A.matrix @ B.matrix,
+        adjoint B^T A^T), A a `Magnitude` gives the magnitude of the product, |A B x|.
+        """
+        outer, inner = _fit_for_product(self, other)
+        return outer._compose(inner).with_noise(self.noise)
+
+    def __rmul__(self, other: object) -> Measurement:
+        raise InputError(f"A * B needs A to be a measurement operator; got A a "
+                         f"{type(other).__name__} and B = {self!r}")
+
+    def _compose(self, inner: Measurement) -> Measurement:
+        """This operator after the linear, size-checked `inner` (without noise)."""
+        raise InputError(f"A * B has no meaning here for A = {self!r}: only a linear operator "
+                         f"or a Magnitude can be applied after another operator")
+
+    def fold(self, net: Network) -> Network:
+        """The network followed by this operator, when `foldable`."""
+        raise InputError(f"{self!r} does not fold into the network (Identity, Mask and "
+                         f"products of them do); use method 'pgd' or 'gd'")
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def to_torch(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """A differentiable callable on torch tensors (N, in_dim) -> (N, out_dim)."""
+        """A differentiable callable on torch tensors (N, in_dim) -> (N, out_dim), noise-free."""
         raise NotImplementedError  # pragma: no cover - abstract
 
     def check_signal_size(self, n: int, what: str = "the network's output") -> None:
@@ -81,6 +151,36 @@ class Measurement:
         """This operator for signals of size n (only Identity() without a size changes)."""
         self.check_signal_size(n)
         return self
+
+    def __repr__(self) -> str:
+        noise = "" if self.noise is None else f".with_noise({self.noise!r})"
+        return self._describe() + noise
+
+    def _describe(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _fit_for_product(outer: Measurement, inner: object) -> tuple[Measurement, Measurement]:
+    """The two sides of outer * inner, checked, with a size-less Identity() given its size."""
+    if not isinstance(inner, Measurement):
+        raise InputError(f"A * B needs B to be a measurement operator; got A = {outer!r}, "
+                         f"B a {type(inner).__name__}")
+    if not inner.linear:
+        raise InputError(f"A * B needs B linear (Identity, Mask, Matrix, Gaussian or a product "
+                         f"of them): no solver here models an operator after a non-linear one; "
+                         f"got B = {inner!r}")
+    if inner.noise is not None:
+        raise InputError(f"A * B keeps only A's noise, and B = {inner!r} carries noise; attach "
+                         f"it to the product instead: (A * B).with_noise(...)")
+    if outer.in_dim is None and inner.out_dim is not None:
+        outer = outer.resolved(inner.out_dim)
+    if inner.in_dim is None and outer.in_dim is not None:
+        inner = inner.resolved(outer.in_dim)
+    if outer.in_dim != inner.out_dim:
+        raise InputError(f"A * B needs A's input size to equal B's output size; got A = "
+                         f"{outer!r} taking size {outer.in_dim} and B = {inner!r} giving size "
+                         f"{inner.out_dim}")
+    return outer.with_noise(None), inner
 
 
 class _TorchMatrix:
@@ -129,9 +229,14 @@ class LinearMeasurement(Measurement):
     def to_torch(self) -> Callable[[torch.Tensor], torch.Tensor]:
         return _TorchMatrix(self.matrix)
 
+    def _compose(self, inner: Measurement) -> Measurement:
+        return Product(self, inner)
+
 
 class Identity(LinearMeasurement):
     """y = x. With n None the size is taken from the network (`resolved`)."""
+
+    foldable = True
 
     def __init__(self, n: int | None = None):
         self.in_dim = self.out_dim = None if n is None else _check_dim(n, "n")
@@ -145,7 +250,7 @@ class Identity(LinearMeasurement):
 
     def resolved(self, n: int) -> Identity:
         self.check_signal_size(n)
-        return self if self.in_dim is not None else Identity(n)
+        return self if self.in_dim is not None else Identity(n).with_noise(self.noise)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         return batch.copy()
@@ -165,7 +270,7 @@ class Identity(LinearMeasurement):
         self.check_signal_size(net.output_dim)
         return net
 
-    def __repr__(self) -> str:
+    def _describe(self) -> str:
         return "Identity()" if self.in_dim is None else f"Identity(n={self.in_dim})"
 
 
@@ -188,6 +293,8 @@ class _TorchMask:
 
 class Mask(LinearMeasurement):
     """y = x[keep]: the kept entries of the signal, in order (inpainting)."""
+
+    foldable = True
 
     def __init__(self, keep: object):
         array = np.asarray(keep)
@@ -275,7 +382,7 @@ class Mask(LinearMeasurement):
         bias = None if last.bias is None else last.bias[self.index]
         return Network([*net.layers[:-1], Layer(last.weight[self.index], bias, last.activation)])
 
-    def __repr__(self) -> str:
+    def _describe(self) -> str:
         return f"Mask(keeps {self.out_dim} of {self.in_dim})"
 
 
@@ -298,7 +405,7 @@ class Matrix(LinearMeasurement):
     def matrix(self) -> np.ndarray:
         return self._matrix
 
-    def __repr__(self) -> str:
+    def _describe(self) -> str:
         return f"Matrix(m={self.out_dim}, n={self.in_dim})"
 
 
@@ -309,17 +416,23 @@ class Gaussian(Matrix):
         m, n = _check_dim(m, "m"), _check_dim(n, "n")
         super().__init__(make_rng(seed).normal(0.0, 1.0 / np.sqrt(m), size=(m, n)))
 
-    def __repr__(self) -> str:
+    def _describe(self) -> str:
         return f"Gaussian(m={self.out_dim}, n={self.in_dim})"
 
 
 class Magnitude(Measurement):
-    """y = |A x| (real phase retrieval); A a matrix or a linear Measurement."""
+    """y = |A x| (real phase retrieval); A a matrix or a linear Measurement (without noise:
+    attach noise to the Magnitude itself, which adds it after the |.|)."""
+
+    magnitude = True
 
     def __init__(self, A: object):
         if isinstance(A, Measurement):
             if not isinstance(A, LinearMeasurement):
                 raise InputError(f"Magnitude needs a linear operator or a matrix; got {A!r}")
+            if A.noise is not None:
+                raise InputError(f"Magnitude(A) measures |A x| noise-free, and A = {A!r} "
+                                 f"carries noise; attach it to the Magnitude instead")
             self.inner = A
         else:
             self.inner = Matrix(A)
@@ -344,8 +457,68 @@ class Magnitude(Measurement):
     def to_torch(self) -> Callable[[torch.Tensor], torch.Tensor]:
         return _TorchMatrix(self.matrix, absolute=True)
 
-    def __repr__(self) -> str:
+    def _compose(self, inner: Measurement) -> Measurement:
+        """|A (B x)|: the magnitude of the linear product A * B."""
+        return Magnitude(self.inner * inner)
+
+    def _describe(self) -> str:
         return f"Magnitude({self.inner!r})"
+
+
+class _TorchProduct:
+    """x -> outer(inner(x)) on torch tensors."""
+
+    def __init__(self, outer: Callable[[torch.Tensor], torch.Tensor],
+                 inner: Callable[[torch.Tensor], torch.Tensor]):
+        self.outer, self.inner = outer, inner
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.outer(self.inner(x))
+
+
+class Product(LinearMeasurement):
+    """A * B for linear A and B: y = A(B(x)), made by `A * B` (which checks the sizes).
+
+    Applied as A after B (a mask inside stays an index, never a dense product); `matrix` is
+    A.matrix @ B.matrix, the adjoint B^T A^T y, the torch form A's after B's. It folds into
+    the network when both sides do (B's fold, then A's): a mask of a mask is a mask.
+    """
+
+    def __init__(self, outer: LinearMeasurement, inner: LinearMeasurement):
+        self.outer, self.inner = outer, inner
+        self.in_dim, self.out_dim = inner.in_dim, outer.out_dim
+        self.foldable = outer.foldable and inner.foldable
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return self.outer.matrix @ self.inner.matrix
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        return self.outer._forward(self.inner._forward(batch))
+
+    def adjoint(self, y: object) -> np.ndarray:
+        """B^T (A^T y): the adjoints in reverse order."""
+        return self.inner.adjoint(self.outer.adjoint(y))
+
+    def to_torch(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        return _TorchProduct(self.outer.to_torch(), self.inner.to_torch())
+
+    def fold(self, net: Network) -> Network:
+        """The network followed by B, then by A (both must fold)."""
+        if not self.foldable:
+            return super().fold(net)
+        self.check_signal_size(net.output_dim)
+        return self.outer.fold(self.inner.fold(net))
+
+    def resolved(self, n: int) -> Measurement:
+        """Identity() * Identity() has no size until here."""
+        self.check_signal_size(n)
+        if self.in_dim is not None:
+            return self
+        return (self.outer.resolved(n) * self.inner.resolved(n)).with_noise(self.noise)
+
+    def _describe(self) -> str:
+        return f"{self.outer!r} * {self.inner!r}"
 
 
 # ------------------------------------------------------------------------------------ noise
@@ -439,6 +612,7 @@ __all__ = [
     "Matrix",
     "Measurement",
     "Noise",
+    "Product",
     "SparseOutliers",
     "UniformNoise",
 ]
