@@ -146,3 +146,18 @@ def test_the_checks_catch_a_cycle_and_an_upward_import():
     planted["layerinv.network"].add("layerinv._walk")
     assert find_cycle(planted) is not None
     assert LAYERS[layer_of("layerinv.reproduction.store")] > LAYERS[layer_of("layerinv._walk")]
+
+
+def test_the_public_api_is_curated_and_documented():
+    import layerinv
+
+    for name in layerinv.__all__:
+        value = getattr(layerinv, name)  # every exported name exists
+        if callable(value) or isinstance(value, type(layerinv)):
+            assert (value.__doc__ or "").strip(), f"layerinv.{name} has no docstring"
+    # Only public names are exported: no private name, no private module.
+    assert not [n for n in layerinv.__all__ if n.startswith("_") and n != "__version__"]
+    modules = [getattr(layerinv, n) for n in layerinv.__all__
+               if isinstance(getattr(layerinv, n), type(layerinv))]
+    assert modules and not [m.__name__ for m in modules
+                            if any(part.startswith("_") for part in m.__name__.split("."))]

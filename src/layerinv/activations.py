@@ -224,6 +224,7 @@ def _relu_at_zero(cls: type[Activation], module: Any, where: str) -> Activation:
 
 
 class ReLU(Activation):
+    """max(u, 0). Rows observed above the ambiguity threshold pin u; the rest bound it above."""
     name = "relu"
     output_low = 0.0
     kink = Kink(0.0)
@@ -255,6 +256,8 @@ class ReLU(Activation):
 
 
 class LeakyReLU(Activation):
+    """u for u >= 0, slope * u below (slope > 0: monotone, so every observation has an interval
+    preimage). Named 'leaky_relu(slope)'."""
     name = "leaky_relu"
     aliases = ("leakyrelu",)
     torch_name = "LeakyReLU"
@@ -304,6 +307,7 @@ class LeakyReLU(Activation):
 
 
 class Identity(Activation):
+    """u itself (a linear layer): every row pins u. Exported as `layerinv.IdentityActivation`."""
     name = "identity"
     aliases = ("linear",)
     kink = Kink(1.0)
@@ -345,6 +349,7 @@ class _Invertible(Activation):
 
 
 class Sigmoid(_Invertible):
+    """1 / (1 + exp(-u)), range (0, 1); its band is first order in the slack around the inverse."""
     name = "sigmoid"
     output_low, output_high = 0.0, 1.0
     torch_name = "Sigmoid"
@@ -364,6 +369,7 @@ class Sigmoid(_Invertible):
 
 
 class Tanh(_Invertible):
+    """tanh(u), range (-1, 1); its band is first order in the slack around the inverse."""
     name = "tanh"
     output_low, output_high = -1.0, 1.0
     torch_name = "Tanh"
