@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from layerinv import get_activation
+from layerinv._linalg import least_squares, smallest_singular_value
 from layerinv.solvers import ACCURACY_FACTOR, LayerProblem, solve
 from layerinv.solvers._highs import solve_highs
 from layerinv.solvers._ipm import solve_ipm, solve_screened
-from layerinv.solvers._linalg import least_squares, smallest_singular_value
 
 
 def noisy_layer_lp(m, n, norm, seed, noise=1e-2, activation="relu", hidden=True):
@@ -46,7 +46,7 @@ def test_interior_point_survives_a_singular_normal_matrix():
     problem = noisy_layer_lp(10, 40, "linf", seed=1)
     weight = problem.weight.copy()
     weight[:, 1] = weight[:, 0]
-    problem.weight = weight
+    problem = dataclasses.replace(problem, operator=weight)  # an array: a dense operator
     result = solve(problem)
     assert result.status == "optimal"
     assert result.objective == pytest.approx(solve_highs(problem).objective, rel=1e-6)

@@ -34,11 +34,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from layerinv import _linalg as linalg
 from layerinv import solvers
 from layerinv.activations import Band
 from layerinv.network import Layer
 from layerinv.results import LAYER_STATUSES, LayerReport, Status
-from layerinv.solvers import _linalg as linalg
 
 METHODS = ("exact", "linf", "l1")
 
@@ -188,7 +188,7 @@ def _pinned_rows(layer: Layer, band: Band) -> np.ndarray:
     `lower_slope` units of pre-activation error, so the rows are divided by it.
     """
     rows = band.two_sided
-    return layer.weight[rows] / band.lower_slope[rows, None]
+    return layer.operator.rows(rows) / band.lower_slope[rows, None]
 
 
 def _least_squares(layer: Layer, band: Band
@@ -201,7 +201,7 @@ def _least_squares(layer: Layer, band: Band
         # noise=0 by its accuracy (eps 8e-12 where 0 is reachable).
         return np.zeros(layer.n_in), False, None
     bias = 0.0 if layer.bias is None else layer.bias[rows]
-    return linalg.least_squares(layer.weight[rows], band.center[rows] - bias)
+    return linalg.least_squares(layer.operator.rows(rows), band.center[rows] - bias)
 
 
 def _violation(layer: Layer, band: Band, y: np.ndarray, h: np.ndarray, h_low: np.ndarray,
@@ -230,7 +230,7 @@ def _solve_lp(context: _Context, threshold: float, norm: str) -> tuple[np.ndarra
     best_eps, iterations = np.inf, 0
     for _ in range(passes):
         band = layer.activation.band(y, threshold)
-        result = solvers.solve(solvers.LayerProblem(layer.weight, layer.bias, band,
+        result = solvers.solve(solvers.LayerProblem(layer.operator, layer.bias, band,
                                                     context.h_low, context.h_high, norm,
                                                     t_max=noise), options.solver)
         if result.status == "infeasible" and noise is not None:
@@ -273,7 +273,7 @@ def _solve_lp(context: _Context, threshold: float, norm: str) -> tuple[np.ndarra
 
 def _beyond_accuracy(context: _Context, band: Band, result: solvers.LPResult) -> bool:
     """Whether the l_inf LP's answer proves that no h fits the band at slack 0."""
-    problem = solvers.LayerProblem(context.layer.weight, context.layer.bias, band,
+    problem = solvers.LayerProblem(context.layer.operator, context.layer.bias, band,
                                    context.h_low, context.h_high, "linf")
     return solvers.proves_slack_above(problem, result, 0.0)
 

@@ -3,50 +3,66 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from layerinv._validation import as_float_array, check_finite
 from layerinv.activations import Activation, get_activation
 from layerinv.errors import InputError
+from layerinv.operators import LinearOperator, as_operator
 
 
-@dataclass(frozen=True, eq=False)
 class Layer:
-    """One dense layer x_out = act(weight @ x_in + bias); weight has shape (n_out, n_in)."""
+    """One layer x_out = act(W x_in + b), W a linear operator (n_out, n_in).
 
-    weight: np.ndarray
-    bias: np.ndarray | None
-    activation: Activation
+    `weight` may be an array (it becomes a `DenseOperator`) or any `operators.LinearOperator`;
+    `operator` is the operator, `weight` its dense matrix (an export: code that solves asks
+    the operator for what it needs instead, so that structured operators stay structured).
+    Immutable: build a new Layer to change one.
+    """
 
-    def __post_init__(self) -> None:
-        weight = as_float_array(self.weight, "weight")
-        if weight.ndim != 2 or 0 in weight.shape:
-            raise InputError(f"weight must be a non-empty 2-D array (n_out, n_in); "
-                             f"got shape {weight.shape}")
-        check_finite(weight, "weight")
-        object.__setattr__(self, "weight", np.ascontiguousarray(weight))
-        if self.bias is not None:
-            bias = as_float_array(self.bias, "bias")
-            if bias.shape != (weight.shape[0],):
-                raise InputError(f"bias must have shape ({weight.shape[0]},) to match weight "
-                                 f"{weight.shape}; got shape {bias.shape}")
+    __slots__ = ("activation", "bias", "operator")
+
+    def __init__(self, weight: np.ndarray | LinearOperator, bias: np.ndarray | None,
+                 activation: str | Activation):
+        operator = as_operator(weight, "weight")
+        if bias is not None:
+            bias = as_float_array(bias, "bias")
+            if bias.shape != (operator.n_out,):
+                raise InputError(f"bias must have shape ({operator.n_out},) to match weight "
+                                 f"{operator.shape}; got shape {bias.shape}")
             check_finite(bias, "bias")
-            object.__setattr__(self, "bias", bias)
-        object.__setattr__(self, "activation", get_activation(self.activation))
+        object.__setattr__(self, "operator", operator)
+        object.__setattr__(self, "bias", bias)
+        object.__setattr__(self, "activation", get_activation(activation))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Layer is immutable; build a new Layer to change {name!r}")
+
+    def __reduce__(self) -> tuple:
+        # Pickled as its constructor call (worker processes receive networks by pickle).
+        return (Layer, (self.operator, self.bias, self.activation))
+
+    def __repr__(self) -> str:
+        return (f"Layer({self.operator!r}, bias={'yes' if self.bias is not None else 'no'}, "
+                f"activation={self.activation!r})")
+
+    @property
+    def weight(self) -> np.ndarray:
+        """The dense matrix W (n_out, n_in): an export of `operator`."""
+        return self.operator.to_dense()
 
     @property
     def n_in(self) -> int:
-        return int(self.weight.shape[1])
+        return self.operator.n_in
 
     @property
     def n_out(self) -> int:
-        return int(self.weight.shape[0])
+        return self.operator.n_out
 
     def preactivation(self, x: np.ndarray) -> np.ndarray:
         """W x + b for a batch x of shape (B, n_in)."""
-        u = x @ self.weight.T
+        u = self.operator.apply(x)
         return u if self.bias is None else u + self.bias
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -16,8 +16,8 @@ import time
 import numpy as np
 
 from layerinv._blas import on_one_thread
+from layerinv._linalg import cho_solve, cholesky, gram, least_squares
 from layerinv.results import Status
-from layerinv.solvers._linalg import cho_solve, cholesky, gram, least_squares
 from layerinv.solvers.problem import FunctionBackend, LayerProblem, LPResult
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from layerinv.activations import Band
+from layerinv.operators import LinearOperator, as_operator
 from layerinv.results import Status
 
 ROUNDOFF = 1e-9
@@ -59,9 +60,9 @@ class LPResult:
 
 @dataclass
 class LayerProblem:
-    """One layer's LP in the form of the module docstring."""
+    """One layer's LP in the form of the module docstring; W is a linear operator."""
 
-    weight: np.ndarray
+    operator: LinearOperator
     bias: np.ndarray | None
     band: Band
     h_low: np.ndarray
@@ -72,13 +73,21 @@ class LayerProblem:
     t_min: float = 0.0
     """An extra floor on the shared l_inf slack (kept when rows are screened out)."""
 
+    def __post_init__(self) -> None:
+        self.operator = as_operator(self.operator)  # an array is taken as a dense operator
+
+    @property
+    def weight(self) -> np.ndarray:
+        """W as a dense matrix, for backends whose algorithm is dense."""
+        return self.operator.to_dense()
+
     @property
     def n_rows(self) -> int:
-        return int(self.weight.shape[0])
+        return self.operator.n_out
 
     @property
     def n_inputs(self) -> int:
-        return int(self.weight.shape[1])
+        return self.operator.n_in
 
     def shifted_band(self) -> tuple[np.ndarray, np.ndarray]:
         """Band ends at t = 0 with the bias moved to the right-hand side."""
@@ -96,7 +105,8 @@ class LayerProblem:
         band = self.band
         sub_band = Band(*(getattr(band, name)[rows] for name in
                           ("lower", "lower_slope", "upper", "upper_slope", "t_floor", "center")))
-        return LayerProblem(self.weight[rows], None if self.bias is None else self.bias[rows],
+        return LayerProblem(self.operator.row_subset(rows),
+                            None if self.bias is None else self.bias[rows],
                             sub_band, self.h_low, self.h_high, self.norm, self.t_max,
                             float(self.slack_floors().max()) if self.norm == "linf" else 0.0)
 

@@ -1,7 +1,8 @@
 """The dense linear algebra of the layer problems: Gram matrices, Cholesky, least squares.
 
-Shared by the interior point (`_ipm.py`) and by the layer inversion (eq. 4's least squares
-and the uniqueness certificates); BLAS and LAPACK through SciPy.
+Shared by the interior point (`solvers/_ipm.py`), the dense linear operator (`operators.py`)
+and the layer inversion (eq. 4's least squares and the uniqueness certificates); BLAS and
+LAPACK through SciPy. A base module: it imports nothing of layerinv but `_blas`.
 """
 
 from __future__ import annotations
