@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -90,13 +90,28 @@ class Kink:
                 np.where(high >= 0, high / self.above, -np.inf))
 
 
+class Parameter(NamedTuple):
+    """An activation's one parameter: how it is named, in PyTorch too, and checked."""
+
+    name: str
+    """Its name in layerinv ('slope', 'alpha')."""
+    torch_keyword: str
+    """The torch.nn module's argument (and attribute) holding it."""
+    default: float
+    """The value of a name written without one (PyTorch's default), with a warning."""
+    example: str
+    """A name with a value, for messages and help ('leaky_relu(0.2)')."""
+    why_positive: str
+    """Why it must be > 0, for the error message."""
+
+
 class Activation:
     """Base class of the activations (elementwise and non-decreasing).
 
     Subclasses define `name`, `forward`, `derivative` and `band`, and set the class
     attributes below where their defaults do not hold. An activation with one parameter
-    (LeakyReLU's slope, ELU's alpha) names it in `parameter_name`, returns it from
-    `parameter`, and gives its default and a written example; its name is then `name(value)`.
+    (LeakyReLU's slope, ELU's alpha) derives from `_OneParameter`, describes it in `spec` (a
+    `Parameter`) and returns it from `parameter`; its name is then `name(value)`.
     """
 
     name: ClassVar[str] = ""
@@ -113,13 +128,8 @@ class Activation:
     """The piecewise-linear form exact.py encodes; None where there is none (exact.py refuses)."""
     torch_name: ClassVar[str | None] = None
     """The torch.nn class computing it (None: no module, as for identity)."""
-    parameter_name: ClassVar[str | None] = None
-    torch_keyword: ClassVar[str | None] = None
-    """The torch.nn module's argument (and attribute) holding the parameter."""
-    default_parameter: ClassVar[float | None] = None
-    """The parameter of a name written without one (PyTorch's default), with a warning."""
-    example: ClassVar[str] = ""
-    """A name with a parameter, for messages and help ('leaky_relu(0.2)')."""
+    spec: ClassVar[Parameter | None] = None
+    """The one parameter, where there is one (`_OneParameter`)."""
 
     def forward(self, u: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -167,9 +177,9 @@ class Activation:
         from torch import nn
 
         module = getattr(nn, self.torch_name)
-        if self.parameter_name is None:
+        if self.spec is None:
             return module()
-        return module(**{str(self.torch_keyword): self.parameter})
+        return module(**{self.spec.torch_keyword: self.parameter})
 
     @classmethod
     def _from_torch(cls, module: Any, where: str) -> Activation:
@@ -204,23 +214,33 @@ def _two_sided(center: np.ndarray, slope: np.ndarray | float, y: np.ndarray,
     )
 
 
-def _check_parameter(name: str, what: str, value: float, why: str) -> float:
-    value = float(value)
-    if not np.isfinite(value) or value <= 0:
-        raise InputError(f"{name} {what} must be a finite number > 0 ({why}); got {value!r}")
-    return value
+class _OneParameter(Activation):
+    """An activation with one parameter p > 0 (LeakyReLU's slope, ELU's alpha), where p = 0
+    would be ReLU (so a torch module with 0 converts to ReLU) and p < 0 is not monotone."""
 
+    spec: ClassVar[Parameter]
 
-def _relu_at_zero(cls: type[Activation], module: Any, where: str) -> Activation:
-    """LeakyReLU and ELU modules: a parameter of 0 is ReLU; a negative one is not monotone."""
-    value = float(getattr(module, str(cls.torch_keyword)))
-    if value == 0.0:
-        return ReLU()
-    if value < 0.0 or not np.isfinite(value):
-        raise UnsupportedLayerError(
-            f"{cls.torch_name} at index {where} has {cls.torch_keyword} {value}; only values "
-            f">= 0 are monotone and have an interval preimage")
-    return cls(value)
+    def __init__(self, value: float):
+        value = float(value)
+        if not np.isfinite(value) or value <= 0:
+            raise InputError(f"{self.name} {self.spec.name} must be a finite number > 0 "
+                             f"({self.spec.why_positive}); got {value!r}")
+        self._value = value
+
+    @property
+    def parameter(self) -> float:
+        return self._value
+
+    @classmethod
+    def _from_torch(cls, module: Any, where: str) -> Activation:
+        value = float(getattr(module, cls.spec.torch_keyword))
+        if value == 0.0:
+            return ReLU()
+        if value < 0.0 or not np.isfinite(value):
+            raise UnsupportedLayerError(
+                f"{cls.torch_name} at index {where} has {cls.spec.torch_keyword} {value}; only "
+                f"values >= 0 are monotone and have an interval preimage")
+        return cls(value)
 
 
 class ReLU(Activation):
@@ -255,27 +275,20 @@ class ReLU(Activation):
         return -float(y.min())
 
 
-class LeakyReLU(Activation):
+class LeakyReLU(_OneParameter):
     """u for u >= 0, slope * u below (slope > 0: monotone, so every observation has an interval
     preimage). Named 'leaky_relu(slope)'."""
     name = "leaky_relu"
     aliases = ("leakyrelu",)
     torch_name = "LeakyReLU"
-    parameter_name = "slope"
-    torch_keyword = "negative_slope"
-    default_parameter = 0.01  # PyTorch's nn.LeakyReLU default
-    example = "leaky_relu(0.2)"
+    spec = Parameter("slope", "negative_slope", 0.01, "leaky_relu(0.2)",
+                     "a slope of 0 is relu; a negative slope is not monotone and has no "
+                     "interval preimage")
 
     def __init__(self, slope: float = 0.01):
-        self._slope = _check_parameter(
-            "leaky_relu", "slope", slope,
-            "a slope of 0 is relu; a negative slope is not monotone and has no interval "
-            "preimage")
+        super().__init__(slope)
+        self._slope = self._value
         self.kink = Kink(self._slope)
-
-    @property
-    def parameter(self) -> float:
-        return self._slope
 
     @property
     def slope(self) -> float:
@@ -300,10 +313,6 @@ class LeakyReLU(Activation):
         upper_slope = np.where(negative, 1.0 / a, 1.0)
         center = np.where(ambiguous, np.where(y >= 0, y, y / a), center)
         return Band(lower, lower_slope, upper, upper_slope, np.zeros_like(y), center)
-
-    @classmethod
-    def _from_torch(cls, module: Any, where: str) -> Activation:
-        return _relu_at_zero(cls, module, where)
 
 
 class Identity(Activation):
@@ -388,7 +397,7 @@ class Tanh(_Invertible):
         return 1.0 / (1.0 - y * y)
 
 
-class ELU(_Invertible):
+class ELU(_OneParameter, _Invertible):
     """u for u > 0, alpha (exp(u) - 1) below (Clevert et al. 2016); range (-alpha, inf).
 
     Its inverse is exact (u = y above 0, log1p(y / alpha) on (-alpha, 0]); the band is first
@@ -397,20 +406,14 @@ class ELU(_Invertible):
 
     name = "elu"
     torch_name = "ELU"
-    parameter_name = "alpha"
-    torch_keyword = "alpha"
-    default_parameter = 1.0  # PyTorch's nn.ELU default
-    example = "elu(0.5)"
+    spec = Parameter("alpha", "alpha", 1.0, "elu(0.5)",
+                     "alpha 0 is relu; a negative alpha is not monotone and has no interval "
+                     "preimage")
 
     def __init__(self, alpha: float = 1.0):
-        self._alpha = _check_parameter(
-            "elu", "alpha", alpha,
-            "alpha 0 is relu; a negative alpha is not monotone and has no interval preimage")
+        super().__init__(alpha)
+        self._alpha = self._value
         self.output_low = -self._alpha
-
-    @property
-    def parameter(self) -> float:
-        return self._alpha
 
     @property
     def alpha(self) -> float:
@@ -436,10 +439,6 @@ class ELU(_Invertible):
     def _inverse_derivative(self, y: np.ndarray) -> np.ndarray:
         return np.where(y > 0, 1.0, 1.0 / (self._alpha + np.minimum(y, 0.0)))
 
-    @classmethod
-    def _from_torch(cls, module: Any, where: str) -> Activation:
-        return _relu_at_zero(cls, module, where)
-
 
 # --------------------------------------------------------------------------- the registry
 _CLASSES: tuple[type[Activation], ...] = (ReLU, LeakyReLU, Identity, Sigmoid, Tanh, ELU)
@@ -454,14 +453,15 @@ PIECEWISE_LINEAR_NAMES = tuple(cls.name for cls in _CLASSES if cls().kink is not
 """The activations exact.py's mixed-integer program encodes."""
 TORCH_MODULES = tuple(str(cls.torch_name) for cls in _CLASSES if cls.torch_name is not None)
 """The torch.nn activation classes converted both ways."""
-DEFAULT_LEAKY_SLOPE = LeakyReLU.default_parameter
+DEFAULT_LEAKY_SLOPE = LeakyReLU.spec.default
 """The slope of a 'leaky_relu' named without one: PyTorch's nn.LeakyReLU default."""
-DEFAULT_ELU_ALPHA = ELU.default_parameter
+DEFAULT_ELU_ALPHA = ELU.spec.default
 """The alpha of an 'elu' named without one: PyTorch's nn.ELU default."""
 
-_WITH_PARAMETER = tuple(cls for cls in _CLASSES if cls.parameter_name is not None)
+_WITH_PARAMETER: tuple[type[_OneParameter], ...] = tuple(
+    cls for cls in _CLASSES if issubclass(cls, _OneParameter))
 NAMES_HELP = (", ".join(ACTIVATION_NAMES[:-1]) + f" or {ACTIVATION_NAMES[-1]}; "
-              + "; ".join(f"{cls.name} may carry its {cls.parameter_name}, as in {cls.example}"
+              + "; ".join(f"{cls.name} may carry its {cls.spec.name}, as in {cls.spec.example}"
                           for cls in _WITH_PARAMETER))
 """The names in words, for help texts."""
 
@@ -471,7 +471,7 @@ _NAME = re.compile(r"^\s*([a-z_-]+)\s*"  # the name; then an optional '(value)' 
 
 def _parse(spec: str) -> tuple[type[Activation], float | None]:
     """The class named by spec and the parameter written in it (None where none is)."""
-    examples = " or ".join(repr(cls.example) for cls in _WITH_PARAMETER)
+    examples = " or ".join(repr(cls.spec.example) for cls in _WITH_PARAMETER)
     match = _NAME.match(spec.lower())
     if match is None:
         raise InputError(f"activation must be one of {ACTIVATION_NAMES}, possibly with its "
@@ -482,19 +482,19 @@ def _parse(spec: str) -> tuple[type[Activation], float | None]:
     cls = _SPELLINGS[key]
     if not text:
         return cls, None
-    if cls.parameter_name is None:
-        takes = ", ".join(f"{c.name} (its {c.parameter_name}, as in {c.example!r})"
+    if cls.spec is None:
+        takes = ", ".join(f"{c.name} (its {c.spec.name}, as in {c.spec.example!r})"
                           for c in _WITH_PARAMETER)
         raise InputError(f"activation {spec!r}: {cls.name} takes no parameter; only {takes} "
                          f"take one")
-    if keyword is not None and keyword not in (cls.parameter_name, cls.torch_keyword):
+    if keyword is not None and keyword not in (cls.spec.name, cls.spec.torch_keyword):
         raise InputError(f"activation {spec!r}: {cls.name}'s parameter is "
-                         f"{cls.parameter_name!r} (or {cls.torch_keyword!r}); got {keyword!r}")
+                         f"{cls.spec.name!r} (or {cls.spec.torch_keyword!r}); got {keyword!r}")
     try:
         return cls, float(text)
     except ValueError:
-        raise InputError(f"activation {spec!r}: the {cls.parameter_name} in parentheses must "
-                         f"be a number, as in {cls.example!r}; got {text!r}") from None
+        raise InputError(f"activation {spec!r}: the {cls.spec.name} in parentheses must "
+                         f"be a number, as in {cls.spec.example!r}; got {text!r}") from None
 
 
 def split_name(spec: str) -> tuple[str, float | None]:
@@ -511,7 +511,8 @@ def split_name(spec: str) -> tuple[str, float | None]:
 def parameter_name(spec: str) -> str | None:
     """The name of the parameter the activation named by spec takes ('slope' for leaky_relu,
     'alpha' for elu), None for one that takes none."""
-    return _parse(spec)[0].parameter_name
+    spec_of = _parse(spec)[0].spec
+    return None if spec_of is None else spec_of.name
 
 
 def get_activation(spec: str | Activation, slope: float | None = None) -> Activation:
@@ -532,18 +533,18 @@ def get_activation(spec: str | Activation, slope: float | None = None) -> Activa
             f"activation must be one of {ACTIVATION_NAMES} or an Activation; got {spec!r}"
         )
     cls, written = _parse(spec)
-    if cls.parameter_name is None:
+    if cls.spec is None:
         return cls()
-    given = slope if cls.parameter_name == "slope" else None
+    given = slope if cls.spec.name == "slope" else None
     if written is not None and given is not None and float(given) != written:
         raise InputError(f"activation {spec!r} names the slope {written!r} but slope={slope!r} "
                          f"was given too; give one")
     chosen = written if written is not None else given
     if chosen is None:
-        default, what = cls.default_parameter, cls.parameter_name
+        default, what = cls.spec.default, cls.spec.name
         warnings.warn(f"activation {spec!r} names no {what}: using {default} (PyTorch's "
                       f"default); write '{cls.name}({default})' to say so, or the {what} the "
-                      f"network was trained with, e.g. '{cls.example}'",
+                      f"network was trained with, e.g. '{cls.spec.example}'",
                       DefaultSlopeWarning, stacklevel=2)
         chosen = default
     return cls(chosen)  # type: ignore[call-arg]
