@@ -380,7 +380,8 @@ class Mask(LinearMeasurement):
             return net
         last = net.layers[-1]
         bias = None if last.bias is None else last.bias[self.index]
-        return Network([*net.layers[:-1], Layer(last.weight[self.index], bias, last.activation)])
+        return Network([*net.layers[:-1],
+                        Layer(last.operator.row_subset(self.index), bias, last.activation)])
 
     def _describe(self) -> str:
         return f"Mask(keeps {self.out_dim} of {self.in_dim})"

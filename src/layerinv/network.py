@@ -79,7 +79,7 @@ class Network:
             "n_layers": np.array(len(self.layers)),
         }
         for i, layer in enumerate(self.layers):
-            arrays[f"weight_{i}"] = layer.weight
+            arrays[f"weight_{i}"] = layer.operator.to_dense()  # an export: the file is dense
             if layer.bias is not None:
                 arrays[f"bias_{i}"] = layer.bias
             arrays[f"activation_{i}"] = np.array(repr(layer.activation))

@@ -7,6 +7,8 @@ be added later as one class here, without touching them. What an operator provid
 
 - `shape` (n_out, n_in), `n_out`, `n_in`;
 - `apply(x)` = W x and `adjoint(y)` = W' y, for one vector or a batch (rows of a 2-D array);
+- `matmat(X)` = W X for a matrix whose columns are vectors (a Jacobian), by default
+  `apply(X.T).T`; the dense operator keeps the product `W @ X` (same numbers as before);
 - `rows(index)`: the rows of a subset as a dense array (`sparse=True`: a scipy CSR array),
   for solvers whose algorithm is dense in the pinned rows (the interior point, least squares);
 - `row_subset(index)`: the operator restricted to those rows (an operator, not a matrix);
@@ -51,6 +53,10 @@ class LinearOperator(ABC):
     @abstractmethod
     def adjoint(self, y: np.ndarray) -> np.ndarray:
         """W' y for y of shape (n_out,), or for each row of y of shape (B, n_out)."""
+
+    def matmat(self, X: np.ndarray) -> np.ndarray:
+        """W X for X of shape (n_in, k): the columns of X mapped (a Jacobian's chain rule)."""
+        return self.apply(X.T).T
 
     @abstractmethod
     def rows(self, index: np.ndarray | None = None, *, sparse: bool = False
@@ -102,6 +108,12 @@ class DenseOperator(LinearOperator):
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
         return self._matrix.T @ y if np.ndim(y) == 1 else y @ self._matrix
+
+    def matmat(self, X: np.ndarray) -> np.ndarray:
+        # W @ X, not (X' W')': a GEMM with the operands swapped sums in another order
+        # (differences of 1e-14 measured), and the Jacobians of exact.py and reconstruct
+        # were computed this way.
+        return self._matrix @ X
 
     def rows(self, index: np.ndarray | None = None, *, sparse: bool = False
              ) -> np.ndarray | scipy.sparse.csr_array:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from layerinv.activations import Band
 from layerinv.operators import LinearOperator, as_operator
@@ -60,7 +61,11 @@ class LPResult:
 
 @dataclass
 class LayerProblem:
-    """One layer's LP in the form of the module docstring; W is a linear operator."""
+    """One layer's LP in the form of the module docstring; W is a linear operator.
+
+    A backend asks `operator` for what it needs (products, rows, the Gram of a row subset),
+    never for the whole dense matrix, so that a structured W stays structured.
+    """
 
     operator: LinearOperator
     bias: np.ndarray | None
@@ -75,11 +80,6 @@ class LayerProblem:
 
     def __post_init__(self) -> None:
         self.operator = as_operator(self.operator)  # an array is taken as a dense operator
-
-    @property
-    def weight(self) -> np.ndarray:
-        """W as a dense matrix, for backends whose algorithm is dense."""
-        return self.operator.to_dense()
 
     @property
     def n_rows(self) -> int:
@@ -181,7 +181,7 @@ def _violation(problem: LayerProblem, h: np.ndarray, t: np.ndarray) -> tuple[flo
     """The largest violation of a row, a box bound or a slack bound, and the terms' size."""
     lower, upper = problem.shifted_band()
     band = problem.band
-    u = problem.weight @ h
+    u = problem.operator.apply(h)
     t_rows = t if problem.norm == "l1" else np.full(problem.n_rows, t[0])
     with np.errstate(invalid="ignore"):
         above = np.where(np.isfinite(upper), u - upper - band.upper_slope * t_rows, -np.inf)
@@ -208,7 +208,7 @@ def slack_needed(problem: LayerProblem, h: np.ndarray) -> float:
     h = np.clip(h, problem.h_low, problem.h_high)
     lower, upper = problem.shifted_band()
     band = problem.band
-    u = problem.weight @ h
+    u = problem.operator.apply(h)
     with np.errstate(invalid="ignore"):
         above = np.where(np.isfinite(upper), (u - upper) / band.upper_slope, -np.inf)
         below = np.where(np.isfinite(lower), (lower - u) / band.lower_slope, -np.inf)
@@ -216,13 +216,16 @@ def slack_needed(problem: LayerProblem, h: np.ndarray) -> float:
                      float(problem.slack_floors().max(initial=0.0))))
 
 
-def constraint_rows(problem: LayerProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The band rows as a dense matrix over (h, T) with row bounds: row_lo <= A x <= row_hi.
+def constraint_rows(problem: LayerProblem, *, sparse: bool = False
+                    ) -> tuple[np.ndarray | sp.csc_array, np.ndarray, np.ndarray]:
+    """The band rows as a matrix over (h, T) with row bounds: row_lo <= A x <= row_hi.
 
     Row j, upper end:  w_j h - su_j T_j <= upper_j ;  lower end:  w_j h + sl_j T_j >= lower_j.
-    The explicit form that general solvers (HiGHS, cvxopt) take.
+    The explicit form that general solvers take: dense (cvxopt, whose algorithm is dense) or,
+    with sparse=True, a CSC matrix with sorted indices and no stored zeros (HiGHS), built from
+    the operator's sparse rows; both hold the same entries.
     """
-    W, n, m = problem.weight, problem.n_rows, problem.n_inputs
+    n = problem.n_rows
     l1 = problem.norm == "l1"
     n_t = n if l1 else 1
     lower, upper = problem.shifted_band()
@@ -233,13 +236,22 @@ def constraint_rows(problem: LayerProblem) -> tuple[np.ndarray, np.ndarray, np.n
     for side, ends, slopes, sign in ((0, upper, band.upper_slope, -1.0),
                                      (1, lower, band.lower_slope, 1.0)):
         keep = np.flatnonzero(np.isfinite(ends))
-        block = np.zeros((len(keep), m + n_t))
-        block[:, :m] = W[keep]
-        block[np.arange(len(keep)), m + t_index[keep]] = sign * slopes[keep]
-        rows.append(block)
+        slack = np.zeros((len(keep), n_t))
+        slack[np.arange(len(keep)), t_index[keep]] = sign * slopes[keep]
+        if sparse:
+            rows.append(sp.hstack([problem.operator.rows(keep, sparse=True),
+                                   sp.csr_array(slack)], format="csr"))
+        else:
+            rows.append(np.hstack([problem.operator.rows(keep), slack]))
         row_lo.append(np.full(len(keep), -np.inf) if side == 0 else ends[keep])
         row_hi.append(ends[keep] if side == 0 else np.full(len(keep), np.inf))
-    return np.vstack(rows), np.concatenate(row_lo), np.concatenate(row_hi)
+    if sparse:
+        matrix = sp.vstack(rows, format="csc")
+        matrix.eliminate_zeros()
+        matrix.sort_indices()
+    else:
+        matrix = np.vstack(rows)
+    return matrix, np.concatenate(row_lo), np.concatenate(row_hi)
 
 
 def slack_bounds(problem: LayerProblem) -> tuple[np.ndarray, np.ndarray]:
