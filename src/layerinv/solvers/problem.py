@@ -230,28 +230,24 @@ def constraint_rows(problem: LayerProblem, *, sparse: bool = False
     n_t = n if l1 else 1
     lower, upper = problem.shifted_band()
     band = problem.band
-    rows, row_lo, row_hi = [], [], []
-    t_index = np.arange(n) if l1 else np.zeros(n, dtype=int)
     # Row j, upper end:  w_j h - su_j t <= upper_j ;  lower end:  w_j h + sl_j t >= lower_j.
-    for side, ends, slopes, sign in ((0, upper, band.upper_slope, -1.0),
-                                     (1, lower, band.lower_slope, 1.0)):
-        keep = np.flatnonzero(np.isfinite(ends))
-        slack = np.zeros((len(keep), n_t))
-        slack[np.arange(len(keep)), t_index[keep]] = sign * slopes[keep]
-        if sparse:
-            rows.append(sp.hstack([problem.operator.rows(keep, sparse=True),
-                                   sp.csr_array(slack)], format="csr"))
-        else:
-            rows.append(np.hstack([problem.operator.rows(keep), slack]))
-        row_lo.append(np.full(len(keep), -np.inf) if side == 0 else ends[keep])
-        row_hi.append(ends[keep] if side == 0 else np.full(len(keep), np.inf))
-    if sparse:
-        matrix = sp.vstack(rows, format="csc")
-        matrix.eliminate_zeros()
-        matrix.sort_indices()
-    else:
-        matrix = np.vstack(rows)
-    return matrix, np.concatenate(row_lo), np.concatenate(row_hi)
+    # The upper ends' rows first, then the lower ends'; one slack coefficient per row.
+    up, low = np.flatnonzero(np.isfinite(upper)), np.flatnonzero(np.isfinite(lower))
+    order = np.concatenate([up, low])
+    coefficient = np.concatenate([-band.upper_slope[up], band.lower_slope[low]])
+    t_column = order if l1 else np.zeros(len(order), dtype=int)
+    row_lo = np.concatenate([np.full(len(up), -np.inf), lower[low]])
+    row_hi = np.concatenate([upper[up], np.full(len(low), np.inf)])
+    if not sparse:
+        slack = np.zeros((len(order), n_t))
+        slack[np.arange(len(order)), t_column] = coefficient
+        return np.hstack([problem.operator.rows(order), slack]), row_lo, row_hi
+    slack = sp.csc_array((coefficient, (np.arange(len(order)), t_column)),
+                         shape=(len(order), n_t))
+    matrix = sp.hstack([problem.operator.rows(order, sparse=True).tocsc(), slack], format="csc")
+    matrix.eliminate_zeros()
+    matrix.sort_indices()
+    return matrix, row_lo, row_hi
 
 
 def slack_bounds(problem: LayerProblem) -> tuple[np.ndarray, np.ndarray]:
