@@ -262,7 +262,7 @@ def _build(net: Network, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, objectiv
         bias = np.zeros(layer.n_out) if layer.bias is None else layer.bias
         # The rows as sparse (CSR) rows: the model is sparse, and add_row keeps only the
         # nonzero entries anyway, in the same (column) order.
-        weight = layer.operator.rows(sparse=True)
+        weight = layer.operator.rows(sparse=True)  # every row: the MILP encodes them all
         for j in np.flatnonzero(linear):
             s = kink.above if low[j] >= 0 else kink.below
             cols, vals = _sparse_row(weight, j)

@@ -374,7 +374,8 @@ class Mask(LinearMeasurement):
         return _TorchMask(self.index)
 
     def fold(self, net: Network) -> Network:
-        """The network followed by the mask: the last layer keeps only the kept rows."""
+        """The network followed by the mask: the last layer keeps only the kept rows (its
+        operator's `row_subset`, an operator of the same kind)."""
         self.check_signal_size(net.output_dim, "the network's output")
         if self.out_dim == self.in_dim:
             return net

@@ -1,6 +1,7 @@
 """What every solver backend takes and returns: `LayerProblem`, `LPResult`, `Backend`.
 
-The layer problem, for a weight W (n x m), bias b and a preimage `Band` (activations.py):
+The layer problem, for a linear operator W (n x m, operators.py), bias b and a preimage
+`Band` (activations.py):
 
     linf:  min t          s.t.  lower_j - sl_j t   <= w_j h + b_j <= upper_j + su_j t,
                                 t >= t_floor_j,  h_low <= h <= h_high  (and t <= t_max)
