@@ -260,9 +260,9 @@ def _build(net: Network, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, objectiv
         unstable = ~(linear | zero)
         y_cols = model.add_cols(y_lo, y_hi)
         bias = np.zeros(layer.n_out) if layer.bias is None else layer.bias
-        # The rows as sparse (CSR) rows: the model is sparse, and add_row keeps only the
-        # nonzero entries anyway, in the same (column) order.
-        weight = layer.operator.rows(sparse=True)  # every row: the MILP encodes them all
+        # Every row (the MILP encodes them all), as CSR rows: the model is sparse, and
+        # add_row keeps only the nonzero entries anyway, in the same (column) order.
+        weight = layer.operator.rows(sparse=True)
         for j in np.flatnonzero(linear):
             s = kink.above if low[j] >= 0 else kink.below
             cols, vals = _sparse_row(weight, j)
