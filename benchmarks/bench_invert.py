@@ -148,7 +148,8 @@ def cvxopt_invert(net: layerinv.Network, x: np.ndarray, noise_level: float
     """
     y, level, status = x, noise_level, "optimal"
     for index in range(len(net.layers) - 1, -1, -1):
-        weight = net.layers[index].weight
+        # An export: the paper's reference code (cvxopt_layer) takes a dense matrix.
+        weight = net.layers[index].operator.to_dense()
         threshold = max(ACTIVE_TOL * float(np.abs(y).max()), level)
         h, t, layer_status = cvxopt_layer(weight, y, threshold, nonnegative=index > 0)
         if layer_status != "optimal":

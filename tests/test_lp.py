@@ -44,7 +44,7 @@ def test_interior_point_matches_highs(norm, seed, m, ratio, activation, hidden):
 def test_interior_point_survives_a_singular_normal_matrix():
     """Duplicate columns make W' D W singular: the solve must fall back, never raise."""
     problem = noisy_layer_lp(10, 40, "linf", seed=1)
-    weight = problem.weight.copy()
+    weight = problem.operator.to_dense().copy()
     weight[:, 1] = weight[:, 0]
     problem = dataclasses.replace(problem, operator=weight)  # an array: a dense operator
     result = solve(problem)

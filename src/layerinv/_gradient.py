@@ -515,7 +515,9 @@ def _network_module(net: Network, dev: torch.device, dtype: torch.dtype) -> nn.M
     linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
     with torch.no_grad():
         for linear, layer in zip(linears, net.layers, strict=True):
-            linear.weight.copy_(torch.from_numpy(layer.weight))
+            # An export: nn.Linear holds a dense matrix (a structured operator would bring
+            # its own torch module here). linear.weight is the torch module's parameter.
+            linear.weight.copy_(torch.from_numpy(layer.operator.to_dense()))
             if layer.bias is not None:
                 linear.bias.copy_(torch.from_numpy(layer.bias))
     return module.to(device=dev)
@@ -560,7 +562,8 @@ class _StackedNetworks(nn.Module):
         self.activations = nn.ModuleList()
         for index, layer in enumerate(first.layers):
             # (N, n_in, n_out) contiguous: h (N, r, n_in) @ W^T without a transposed view.
-            stacked = np.stack([net.layers[index].weight.T for net in distinct])
+            # An export: torch.bmm multiplies dense matrices, so each operator gives its own.
+            stacked = np.stack([net.layers[index].operator.to_dense().T for net in distinct])
             self.weights.append(torch.as_tensor(stacked, device=dev, dtype=dtype).expand(
                 self.count, -1, -1))
             self.biases.append(None if layer.bias is None else torch.as_tensor(

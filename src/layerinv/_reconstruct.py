@@ -395,7 +395,7 @@ def linearise(net: Network, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for layer in net.layers:
         u = layer.preactivation(h[None])[0]
         out = layer.activation.forward(u)
-        jac = layer.activation.derivative(u, out)[:, None] * (layer.weight @ jac)
+        jac = layer.activation.derivative(u, out)[:, None] * layer.operator.matmat(jac)
         h = out
     return h, jac
 

@@ -42,6 +42,7 @@ def layers_from_module(module: nn.Module) -> list[Layer]:
     and nn.Unflatten may close the model (image decoders) and are dropped.
     """
     if isinstance(module, nn.Linear):
+        # PyTorch conversion, an export's reverse: module.weight is the nn.Linear's tensor.
         return [Layer(_to_numpy(module.weight), _bias(module), Identity())]
     if not isinstance(module, nn.Module):
         raise InputError(f"module must be a torch.nn.Sequential; got {type(module).__name__}")
@@ -103,6 +104,7 @@ def _unsupported(module: nn.Module, path: str) -> UnsupportedLayerError:
 
 
 def _layer(linear: nn.Linear, activation: Activation) -> Layer:
+    # PyTorch conversion, an export's reverse: linear.weight is the nn.Linear's tensor.
     return Layer(_to_numpy(linear.weight), _bias(linear), activation)
 
 
@@ -128,7 +130,8 @@ def module_from_layers(layers: Sequence[Layer]) -> nn.Sequential:
     for i, layer in enumerate(layers):
         linear = nn.Linear(layer.n_in, layer.n_out, bias=layer.bias is not None)
         with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(layer.weight))
+            # An export: nn.Linear holds the dense matrix (linear.weight: torch's parameter).
+            linear.weight.copy_(torch.from_numpy(layer.operator.to_dense()))
             if layer.bias is not None:
                 linear.bias.copy_(torch.from_numpy(layer.bias))
         modules.append(linear)

@@ -166,8 +166,8 @@ def interval_bounds(net: Network, box: object = None) -> list[tuple[np.ndarray, 
 
 def _propagate(layer: Layer, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mid, rad = 0.5 * (lo + hi), 0.5 * (hi - lo)
-    center = layer.weight @ mid + (0.0 if layer.bias is None else layer.bias)
-    radius = np.abs(layer.weight) @ rad
+    center = layer.operator.apply(mid) + (0.0 if layer.bias is None else layer.bias)
+    radius = layer.operator.abs().apply(rad)
     return center - radius, center + radius
 
 
@@ -260,14 +260,18 @@ def _build(net: Network, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, objectiv
         unstable = ~(linear | zero)
         y_cols = model.add_cols(y_lo, y_hi)
         bias = np.zeros(layer.n_out) if layer.bias is None else layer.bias
-        weight = layer.weight
+        # Every row (the MILP encodes them all), as CSR rows: the model is sparse, and
+        # add_row keeps only the nonzero entries anyway, in the same (column) order.
+        weight = layer.operator.rows(sparse=True)
         for j in np.flatnonzero(linear):
             s = kink.above if low[j] >= 0 else kink.below
+            cols, vals = _sparse_row(weight, j)
             # y_j - s * w_j.h = s * b_j
-            model.add_row(np.concatenate([[y_cols[j]], h_cols]),
-                          np.concatenate([[1.0], -s * weight[j]]), s * bias[j], s * bias[j])
+            model.add_row(np.concatenate([[y_cols[j]], h_cols[cols]]),
+                          np.concatenate([[1.0], -s * vals]), s * bias[j], s * bias[j])
         for j in np.flatnonzero(zero & tightened):
-            model.add_row(h_cols, weight[j], low[j] - bias[j], high[j] - bias[j])
+            cols, vals = _sparse_row(weight, j)
+            model.add_row(h_cols[cols], vals, low[j] - bias[j], high[j] - bias[j])
         unstable_idx = np.flatnonzero(unstable)
         pad_lo = np.where(tightened, low, low - _BIGM_PAD * (1 + np.abs(low)))[unstable_idx]
         pad_hi = np.where(tightened, high, high + _BIGM_PAD * (1 + np.abs(high)))[unstable_idx]
@@ -277,9 +281,10 @@ def _build(net: Network, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, objectiv
                                 integer=True)
         for n, j in enumerate(unstable_idx):
             p, q, d = p_cols[n], q_cols[n], d_cols[n]
+            cols, vals = _sparse_row(weight, j)
             # p + q - w_j.h = b_j
-            model.add_row(np.concatenate([[p, q], h_cols]),
-                          np.concatenate([[1.0, 1.0], -weight[j]]), bias[j], bias[j])
+            model.add_row(np.concatenate([[p, q], h_cols[cols]]),
+                          np.concatenate([[1.0, 1.0], -vals]), bias[j], bias[j])
             model.add_row([p, d], [1.0, -pad_hi[n]], -np.inf, 0.0)          # p <= h d
             model.add_row([q, d], [1.0, pad_lo[n]], pad_lo[n], np.inf)      # q >= l (1 - d)
             # y = above p + below q (relu: y = p)
@@ -302,6 +307,12 @@ def _build(net: Network, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, objectiv
     return model, False
 
 
+def _sparse_row(matrix: sp.csr_array, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row j of a CSR matrix: the column indices of its stored entries, and their values."""
+    start, stop = matrix.indptr[j], matrix.indptr[j + 1]
+    return matrix.indices[start:stop], matrix.data[start:stop]
+
+
 def _assignment(model: _Model, net: Network, z: np.ndarray, x: np.ndarray,
                 objective: str) -> np.ndarray:
     """Every column's value at z (for a MIP start)."""
@@ -309,7 +320,7 @@ def _assignment(model: _Model, net: Network, z: np.ndarray, x: np.ndarray,
     values[: net.input_dim] = z
     h = z
     for layer, cols in zip(net.layers, model.layers, strict=False):
-        u = layer.weight @ h + (0.0 if layer.bias is None else layer.bias)
+        u = layer.operator.apply(h) + (0.0 if layer.bias is None else layer.bias)
         h = layer.activation.forward(u)
         values[cols["y"]] = h
         k = cols["unstable"]
@@ -419,8 +430,8 @@ def _region(net: Network, z: np.ndarray, pattern: list | None = None
     for index, layer in enumerate(net.layers):
         act = layer.activation
         bias = 0.0 if layer.bias is None else layer.bias
-        WA, Wc = layer.weight @ A, layer.weight @ c + bias
-        u = layer.weight @ h + bias
+        WA, Wc = layer.operator.matmat(A), layer.operator.apply(c) + bias
+        u = layer.operator.apply(h) + bias
         h = act.forward(u)
         kink = act.kink
         if kink.linear:

@@ -374,13 +374,15 @@ class Mask(LinearMeasurement):
         return _TorchMask(self.index)
 
     def fold(self, net: Network) -> Network:
-        """The network followed by the mask: the last layer keeps only the kept rows."""
+        """The network followed by the mask: the last layer keeps only the kept rows (its
+        operator's `row_subset`, an operator of the same kind)."""
         self.check_signal_size(net.output_dim, "the network's output")
         if self.out_dim == self.in_dim:
             return net
         last = net.layers[-1]
         bias = None if last.bias is None else last.bias[self.index]
-        return Network([*net.layers[:-1], Layer(last.weight[self.index], bias, last.activation)])
+        return Network([*net.layers[:-1],
+                        Layer(last.operator.row_subset(self.index), bias, last.activation)])
 
     def _describe(self) -> str:
         return f"Mask(keeps {self.out_dim} of {self.in_dim})"

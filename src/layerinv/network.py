@@ -28,7 +28,10 @@ FILE_VERSION = 2
 
 
 class Network:
-    """An ordered list of dense layers: G(z) = x_d with x_0 = z, x_i = act_i(W_i x_{i-1} + b_i)."""
+    """An ordered list of layers: G(z) = x_d with x_0 = z, x_i = act_i(W_i x_{i-1} + b_i).
+
+    Each W_i is a linear operator (`layers.Layer.operator`; dense unless built otherwise).
+    """
 
     def __init__(self, layers: Sequence[Layer]):
         layers = check_chain(layers)
@@ -79,7 +82,7 @@ class Network:
             "n_layers": np.array(len(self.layers)),
         }
         for i, layer in enumerate(self.layers):
-            arrays[f"weight_{i}"] = layer.weight
+            arrays[f"weight_{i}"] = layer.operator.to_dense()  # an export: the file is dense
             if layer.bias is not None:
                 arrays[f"bias_{i}"] = layer.bias
             arrays[f"activation_{i}"] = np.array(repr(layer.activation))

@@ -1,22 +1,30 @@
 """Linear operators: the linear part W of a layer act(W h + b), as an object.
 
-A layer never hands its callers a dense matrix: the walk, the layer inversion, exact.py, the
-measurement operators and gradient descent ask the operator for what they need, so that a
-structured operator (a convolution, whose dense matrix would be 12544 x 6272 per layer) can
-be added later as one class here, without touching them. What an operator provides:
+A layer never hands its callers a dense matrix: the walk, the layer inversion, the solver
+backends, exact.py, the measurement operators and reconstruct ask the operator for what they
+need, so that a structured operator (a convolution, whose dense matrix would be 12544 x 6272
+per layer) can be added later as one class here, without touching them. The whole dense
+matrix is taken only at export sites: `Network.save`, the PyTorch conversion (`to_torch` and
+gradient descent's torch modules) and the paper's cvxopt reference in the benchmark;
+tests/test_operators.py scans the package for any other. What an operator provides:
 
 - `shape` (n_out, n_in), `n_out`, `n_in`;
 - `apply(x)` = W x and `adjoint(y)` = W' y, for one vector or a batch (rows of a 2-D array);
+- `matmat(X)` = W X for a matrix whose columns are vectors (a Jacobian), by default
+  `apply(X.T).T`; the dense operator keeps the product `W @ X` (same numbers as before);
 - `rows(index)`: the rows of a subset as a dense array (`sparse=True`: a scipy CSR array),
-  for solvers whose algorithm is dense in the pinned rows (the interior point, least squares);
+  for solvers whose algorithm is dense in the pinned rows (the interior point, least squares,
+  cvxopt), or sparse rows for a sparse model (HiGHS's LPs, exact.py's MILP);
 - `row_subset(index)`: the operator restricted to those rows (an operator, not a matrix);
 - `gram(index, row_weights)`: W_S' diag(w) W_S, the normal matrix of a row subset;
 - `abs()`: the operator |W| (interval bound propagation);
 - `to_dense()`, `to_sparse()`: the whole matrix, for export (files, PyTorch, users).
 
 `DenseOperator` is the only kind so far. Its products are spelled exactly as the code they
-replaced (`x @ W.T` on batches, `W @ x` on vectors, syrk for the Gram), so results are bitwise
-those of the dense code. `as_operator` turns an array into one.
+replaced (`x @ W.T` on batches, `W @ x` on vectors, `W @ X` for matmat, syrk for the Gram),
+so results are bitwise those of the dense code. `as_operator` turns an array into one.
+A new kind implements the abstract methods (`matmat`, `to_dense` and `to_sparse` have
+defaults) and must pickle (networks travel to worker processes by pickle).
 """
 
 from __future__ import annotations
@@ -51,6 +59,10 @@ class LinearOperator(ABC):
     @abstractmethod
     def adjoint(self, y: np.ndarray) -> np.ndarray:
         """W' y for y of shape (n_out,), or for each row of y of shape (B, n_out)."""
+
+    def matmat(self, X: np.ndarray) -> np.ndarray:
+        """W X for X of shape (n_in, k): the columns of X mapped (a Jacobian's chain rule)."""
+        return self.apply(X.T).T
 
     @abstractmethod
     def rows(self, index: np.ndarray | None = None, *, sparse: bool = False
@@ -102,6 +114,12 @@ class DenseOperator(LinearOperator):
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
         return self._matrix.T @ y if np.ndim(y) == 1 else y @ self._matrix
+
+    def matmat(self, X: np.ndarray) -> np.ndarray:
+        # W @ X, not (X' W')': a GEMM with the operands swapped sums in another order
+        # (differences of 1e-14 measured), and the Jacobians of exact.py and reconstruct
+        # were computed this way.
+        return self._matrix @ X
 
     def rows(self, index: np.ndarray | None = None, *, sparse: bool = False
              ) -> np.ndarray | scipy.sparse.csr_array:

@@ -36,6 +36,8 @@ def solve_cvxopt(problem: LayerProblem) -> LPResult:
         raise InputError("solver='cvxopt' needs the cvxopt package: pip install cvxopt") from None
     started = time.perf_counter()
     m = problem.n_inputs
+    # cvxopt's LP solver is dense: it takes the band rows as a dense matrix (the operator's
+    # dense rows, through constraint_rows), as the paper's reference code did.
     dense, row_lo, row_hi = constraint_rows(problem)
     floors, t_high = slack_bounds(problem)
     n_t = len(floors)

@@ -66,7 +66,7 @@ def new_highs() -> highspy.Highs:
 
 
 def model(cost: np.ndarray, col_lower: np.ndarray, col_upper: np.ndarray,
-          matrix: sp.csc_matrix, row_lower: np.ndarray, row_upper: np.ndarray,
+          matrix: sp.csc_matrix | sp.csc_array, row_lower: np.ndarray, row_upper: np.ndarray,
           integer: np.ndarray | None = None) -> highspy.HighsLp:
     """min cost'x s.t. row_lower <= matrix x <= row_upper, col_lower <= x <= col_upper.
 
@@ -148,12 +148,14 @@ def solve_highs(problem: LayerProblem) -> LPResult:
     """Dual simplex in HiGHS (presolve off: measured faster on these dense layers)."""
     started = time.perf_counter()
     m = problem.n_inputs
-    matrix, row_lo, row_hi = constraint_rows(problem)
+    # Sparse rows from the operator: HiGHS stores its matrix column-wise and sparse anyway,
+    # and a structured operator (a convolution) never becomes dense on the way.
+    matrix, row_lo, row_hi = constraint_rows(problem, sparse=True)
     floors, t_high = slack_bounds(problem)
     n_t = len(floors)
     lp = model(np.concatenate([np.zeros(m), np.ones(n_t)]),
                np.concatenate([problem.h_low, floors]), np.concatenate([problem.h_high, t_high]),
-               sp.csc_matrix(matrix), row_lo, row_hi)
+               matrix, row_lo, row_hi)
     highs = loaded(lp, presolve="off", solver="simplex",
                    simplex_strategy=1)  # dual simplex
     highs.run()

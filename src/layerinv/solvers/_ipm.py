@@ -2,8 +2,10 @@
 
 A Mehrotra predictor-corrector written for the layer problem's structure. Every constraint
 touches one row of W (or one variable), so the normal matrix G' D G reduces to
-W' diag(e) W (+ a diagonal) of size m x m, formed with one BLAS syrk: the slacks of l_1 are
-eliminated analytically and the single t of l_inf is a bordered rank-one term. These LPs are
+W' diag(e) W (+ a diagonal) of size m x m, the operator's `gram` (one BLAS syrk for a dense
+W): the slacks of l_1 are eliminated analytically and the single t of l_inf is a bordered
+rank-one term. W enters only through the operator (products, Gram, the pinned rows for the
+screening point's least squares), never as a whole dense matrix. These LPs are
 dense and tall (m unknowns, n >> m rows): a simplex needs ~1000 pivots, this needs ~15
 Cholesky factorisations. Measured: see benchmarks/bench_invert.py and ARCHITECTURE.md.
 `solve_screened` (the backend) first leaves out the one-sided rows that cannot bind.
@@ -16,7 +18,7 @@ import time
 import numpy as np
 
 from layerinv._blas import on_one_thread
-from layerinv._linalg import cho_solve, cholesky, gram, least_squares
+from layerinv._linalg import cho_solve, cholesky, least_squares
 from layerinv.results import Status
 from layerinv.solvers.problem import FunctionBackend, LayerProblem, LPResult
 
@@ -66,11 +68,13 @@ def _screening_point(problem: LayerProblem) -> tuple[np.ndarray, float] | None:
     band, bias = problem.band, 0.0 if problem.bias is None else problem.bias
     pinned = band.two_sided
     target = band.center - bias
-    h, full_rank, _ = least_squares(problem.weight[pinned], target[pinned])
+    # Least squares is dense in the pinned rows: ask the operator for those rows only.
+    rows = problem.operator.rows(pinned)
+    h, full_rank, _ = least_squares(rows, target[pinned])
     if not full_rank:
         return None
     h = np.clip(h, problem.h_low, problem.h_high)
-    misfit = float(np.max(np.abs(problem.weight[pinned] @ h - target[pinned]), initial=0.0))
+    misfit = float(np.max(np.abs(rows @ h - target[pinned]), initial=0.0))
     return h, misfit
 
 
@@ -87,7 +91,7 @@ def _room(problem: LayerProblem, h: np.ndarray, t: np.ndarray | float) -> np.nda
     """How far each row's upper end is above W h + b at slack t (negative: violated)."""
     _, upper = problem.shifted_band()
     with np.errstate(invalid="ignore"):
-        room = upper + problem.band.upper_slope * t - problem.weight @ h
+        room = upper + problem.band.upper_slope * t - problem.operator.apply(h)
     return np.where(np.isfinite(room), room, np.inf)
 
 
@@ -102,7 +106,8 @@ class _Structure:
 
     def __init__(self, problem: LayerProblem):
         self.p = problem
-        self.W = problem.weight
+        # Products with W and W' and the Gram W' diag(e) W: all the iteration needs of W.
+        self.W = problem.operator
         n, m = self.W.shape
         self.m, self.n = m, n
         self.l1 = problem.norm == "l1"
@@ -133,7 +138,7 @@ class _Structure:
 
     def G(self, x: np.ndarray) -> np.ndarray:
         h, T = x[: self.m], x[self.m:]
-        u = self.W @ h
+        u = self.W.apply(h)
         return np.concatenate([
             u[self.iu] - self.su * self._t_rows(T, self.iu),
             -u[self.il] - self.sl * self._t_rows(T, self.il),
@@ -147,7 +152,7 @@ class _Structure:
         row = np.zeros(self.n)
         row[self.iu] += lu
         row[self.il] -= ll
-        gh = self.W.T @ row
+        gh = self.W.adjoint(row)
         gh[self.ihl] -= lhl
         gh[self.ihh] += lhh
         if self.l1:
@@ -183,14 +188,14 @@ class _Structure:
         else:
             self.q = np.array([q_rows.sum() + df[0]])
         self.f = f
-        matrix = gram(self.W, e)
+        matrix = self.W.gram(None, e)
         matrix[np.diag_indices(self.m)] += h_diag
         self.chol = cholesky(matrix)
         if self.chol is None:
             return False
         if not self.l1:
             # Bordered system [[M, v], [v', q]]: keep M^-1 v and the Schur scalar.
-            self.v = self.W.T @ f
+            self.v = self.W.adjoint(f)
             self.Minv_v = cho_solve(self.chol, self.v)
             self.schur = self.q[0] - self.v @ self.Minv_v
             if not self.schur > 1e-300:
@@ -201,8 +206,8 @@ class _Structure:
         """Solve (G' D G) dx = rhs with the last factorisation."""
         rh, rt = rhs[: self.m], rhs[self.m:]
         if self.l1:
-            dh = cho_solve(self.chol, rh - self.W.T @ (self.f * rt / self.q))
-            dt = (rt - self.f * (self.W @ dh)) / self.q
+            dh = cho_solve(self.chol, rh - self.W.adjoint(self.f * rt / self.q))
+            dt = (rt - self.f * self.W.apply(dh)) / self.q
         else:
             Minv_rh = cho_solve(self.chol, rh)
             dt = np.array([(rt[0] - self.v @ Minv_rh) / self.schur])
@@ -212,7 +217,7 @@ class _Structure:
     def start(self, h0: np.ndarray | None) -> np.ndarray:
         """A starting x: h0 (or 0) and slacks that make every band row hold."""
         h = np.zeros(self.m) if h0 is None else h0.copy()
-        u = self.W @ h
+        u = self.W.apply(h)
         lower, upper = self.p.shifted_band()
         need = np.zeros(self.n)
         with np.errstate(invalid="ignore"):

@@ -1,6 +1,7 @@
 """What every solver backend takes and returns: `LayerProblem`, `LPResult`, `Backend`.
 
-The layer problem, for a weight W (n x m), bias b and a preimage `Band` (activations.py):
+The layer problem, for a linear operator W (n x m, operators.py), bias b and a preimage
+`Band` (activations.py):
 
     linf:  min t          s.t.  lower_j - sl_j t   <= w_j h + b_j <= upper_j + su_j t,
                                 t >= t_floor_j,  h_low <= h <= h_high  (and t <= t_max)
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from layerinv.activations import Band
 from layerinv.operators import LinearOperator, as_operator
@@ -60,7 +62,11 @@ class LPResult:
 
 @dataclass
 class LayerProblem:
-    """One layer's LP in the form of the module docstring; W is a linear operator."""
+    """One layer's LP in the form of the module docstring; W is a linear operator.
+
+    A backend asks `operator` for what it needs (products, rows, the Gram of a row subset),
+    never for the whole dense matrix, so that a structured W stays structured.
+    """
 
     operator: LinearOperator
     bias: np.ndarray | None
@@ -75,11 +81,6 @@ class LayerProblem:
 
     def __post_init__(self) -> None:
         self.operator = as_operator(self.operator)  # an array is taken as a dense operator
-
-    @property
-    def weight(self) -> np.ndarray:
-        """W as a dense matrix, for backends whose algorithm is dense."""
-        return self.operator.to_dense()
 
     @property
     def n_rows(self) -> int:
@@ -181,7 +182,7 @@ def _violation(problem: LayerProblem, h: np.ndarray, t: np.ndarray) -> tuple[flo
     """The largest violation of a row, a box bound or a slack bound, and the terms' size."""
     lower, upper = problem.shifted_band()
     band = problem.band
-    u = problem.weight @ h
+    u = problem.operator.apply(h)
     t_rows = t if problem.norm == "l1" else np.full(problem.n_rows, t[0])
     with np.errstate(invalid="ignore"):
         above = np.where(np.isfinite(upper), u - upper - band.upper_slope * t_rows, -np.inf)
@@ -208,7 +209,7 @@ def slack_needed(problem: LayerProblem, h: np.ndarray) -> float:
     h = np.clip(h, problem.h_low, problem.h_high)
     lower, upper = problem.shifted_band()
     band = problem.band
-    u = problem.weight @ h
+    u = problem.operator.apply(h)
     with np.errstate(invalid="ignore"):
         above = np.where(np.isfinite(upper), (u - upper) / band.upper_slope, -np.inf)
         below = np.where(np.isfinite(lower), (lower - u) / band.lower_slope, -np.inf)
@@ -216,30 +217,38 @@ def slack_needed(problem: LayerProblem, h: np.ndarray) -> float:
                      float(problem.slack_floors().max(initial=0.0))))
 
 
-def constraint_rows(problem: LayerProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The band rows as a dense matrix over (h, T) with row bounds: row_lo <= A x <= row_hi.
+def constraint_rows(problem: LayerProblem, *, sparse: bool = False
+                    ) -> tuple[np.ndarray | sp.csc_array, np.ndarray, np.ndarray]:
+    """The band rows as a matrix over (h, T) with row bounds: row_lo <= A x <= row_hi.
 
     Row j, upper end:  w_j h - su_j T_j <= upper_j ;  lower end:  w_j h + sl_j T_j >= lower_j.
-    The explicit form that general solvers (HiGHS, cvxopt) take.
+    The explicit form that general solvers take: dense (cvxopt, whose algorithm is dense) or,
+    with sparse=True, a CSC matrix with sorted indices and no stored zeros (HiGHS), built from
+    the operator's sparse rows; both hold the same entries.
     """
-    W, n, m = problem.weight, problem.n_rows, problem.n_inputs
+    n = problem.n_rows
     l1 = problem.norm == "l1"
     n_t = n if l1 else 1
     lower, upper = problem.shifted_band()
     band = problem.band
-    rows, row_lo, row_hi = [], [], []
-    t_index = np.arange(n) if l1 else np.zeros(n, dtype=int)
     # Row j, upper end:  w_j h - su_j t <= upper_j ;  lower end:  w_j h + sl_j t >= lower_j.
-    for side, ends, slopes, sign in ((0, upper, band.upper_slope, -1.0),
-                                     (1, lower, band.lower_slope, 1.0)):
-        keep = np.flatnonzero(np.isfinite(ends))
-        block = np.zeros((len(keep), m + n_t))
-        block[:, :m] = W[keep]
-        block[np.arange(len(keep)), m + t_index[keep]] = sign * slopes[keep]
-        rows.append(block)
-        row_lo.append(np.full(len(keep), -np.inf) if side == 0 else ends[keep])
-        row_hi.append(ends[keep] if side == 0 else np.full(len(keep), np.inf))
-    return np.vstack(rows), np.concatenate(row_lo), np.concatenate(row_hi)
+    # The upper ends' rows first, then the lower ends'; one slack coefficient per row.
+    up, low = np.flatnonzero(np.isfinite(upper)), np.flatnonzero(np.isfinite(lower))
+    order = np.concatenate([up, low])
+    coefficient = np.concatenate([-band.upper_slope[up], band.lower_slope[low]])
+    t_column = order if l1 else np.zeros(len(order), dtype=int)
+    row_lo = np.concatenate([np.full(len(up), -np.inf), lower[low]])
+    row_hi = np.concatenate([upper[up], np.full(len(low), np.inf)])
+    if not sparse:
+        slack = np.zeros((len(order), n_t))
+        slack[np.arange(len(order)), t_column] = coefficient
+        return np.hstack([problem.operator.rows(order), slack]), row_lo, row_hi
+    slack = sp.csc_array((coefficient, (np.arange(len(order)), t_column)),
+                         shape=(len(order), n_t))
+    matrix = sp.hstack([problem.operator.rows(order, sparse=True).tocsc(), slack], format="csc")
+    matrix.eliminate_zeros()
+    matrix.sort_indices()
+    return matrix, row_lo, row_hi
 
 
 def slack_bounds(problem: LayerProblem) -> tuple[np.ndarray, np.ndarray]:

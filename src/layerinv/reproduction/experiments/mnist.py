@@ -101,7 +101,8 @@ def masked_network(net: Network, keep: np.ndarray) -> Network:
         return net
     last = net.layers[-1]
     bias = None if last.bias is None else last.bias[keep]
-    return Network([*net.layers[:-1], Layer(last.weight[keep], bias, last.activation)])
+    return Network([*net.layers[:-1],
+                    Layer(last.operator.row_subset(keep), bias, last.activation)])
 
 
 def random_mask(rng: np.random.Generator, keep: float = KEEP) -> np.ndarray:
