@@ -190,3 +190,28 @@ def test_the_progress_bar_counts_each_sample_at_each_layer(monkeypatch, counting
     # samples finish the first layer after its first call, the last after its third.
     assert [len(call) for call in counting.calls] == [6, 6, 1, 1]
     assert bar.steps == [1] * 6 + [2] * 5 + [4]
+
+
+def test_the_front_door_shares_a_long_list_over_workers_in_chunks_and_keeps_order(monkeypatch):
+    """20 problems of one layer (some with a noise bound, one contradicted) on 2 workers: chunks
+    of 3 (at least 4 per worker) solved in worker processes, answers bitwise those in process,
+    each in its problem's place."""
+    pools = pools_started(monkeypatch)
+    monkeypatch.setattr(solvers, "PARALLEL_MIN_SECONDS", 0.0)
+    net, x = gaussian_batch(size=20)
+    layer = net.layers[-1]
+    problems = []
+    for i, y in enumerate(x):
+        band = layer.activation.band(y, 2 * max(0.0, -float(y.min())))
+        t_max = None if i % 3 else (1e-9 if i == 6 else 1.0)
+        problems.append(LayerProblem(layer.operator, layer.bias, band, np.zeros(layer.n_in),
+                                     np.full(layer.n_in, np.inf), "l1" if i % 2 else "linf",
+                                     t_max=t_max))
+    pooled = solvers.solve_many(problems, "auto", n_jobs=2)
+    here = solvers.solve_many(problems, "auto")
+    assert pools == [7]  # problems 1..19 in chunks of at most 3
+    assert pooled[6].status == "infeasible" and pooled[3].status == "optimal"
+    for a, b in zip(pooled, here, strict=True):
+        assert a.status == b.status and a.solver == b.solver
+        assert a.h.tobytes() == b.h.tobytes() and a.t.tobytes() == b.t.tobytes()
+        assert a.objective == b.objective and a.iterations == b.iterations
