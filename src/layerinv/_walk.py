@@ -101,6 +101,8 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
     if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs == 0):
         raise InputError(f"n_jobs must be None, -1 or a positive int; got {n_jobs!r}")
     batch, single = check_batch(x, net.output_dim, "x")
+    if len(batch) > 1:
+        solvers.check_workers(n_jobs)  # whether or not the data turns out to need an LP
     options = LayerOptions(method=method, solver=solver, active_tol=active_tol, rtol=rtol,
                            max_passes=max_passes, certify=bool(certify))
 

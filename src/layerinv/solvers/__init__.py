@@ -56,6 +56,7 @@ __all__ = [
     "FunctionBackend",
     "LPResult",
     "LayerProblem",
+    "check_workers",
     "get",
     "names",
     "proves_slack_above",
@@ -138,10 +139,24 @@ def solve_many(problems: Sequence[LayerProblem], solver: str = "auto", *,
     """
     problems = list(problems)
     get(solver)  # an unknown name is an InputError here, before any worker starts
-    workers = 1 if n_jobs is None else resolve_workers(n_jobs)
+    workers = check_workers(n_jobs)
     if workers == 1 or len(problems) < 2:
         return _solve_here(problems, solver)
     return _solve_in_processes(problems, solver, workers)
+
+
+def check_workers(n_jobs: int | None) -> int:
+    """The worker processes `n_jobs` asks for (None: 1; -1: every core), refused with an
+    UnguardedMainError to a script that asks from its unguarded top level.
+
+    `solve_many` checks; so does the walk before any work, since data that needs no LP (least
+    squares fits every layer) never reaches `solve_many`: a script that runs on such data
+    only would be a trap (`_processes.check_main_guarded` says why).
+    """
+    workers = 1 if n_jobs is None else resolve_workers(n_jobs)
+    if workers > 1:
+        check_main_guarded()
+    return workers
 
 
 @on_one_thread
@@ -164,13 +179,12 @@ def _solve_in_processes(problems: list[LayerProblem], solver: str,
                         workers: int) -> list[LPResult]:
     """The first problem here (its time is the estimate), the rest here or over workers.
 
-    With PARALLEL_MIN_SECONDS of estimated work or less, the rest is one more call here (a
-    script asking for workers is checked for its `__main__` guard all the same, as
-    `map_local` does: a script that works on small data only is a trap). Otherwise chunks of
-    consecutive problems, about CHUNK_SECONDS of estimated work each and at least
-    CHUNKS_PER_WORKER per worker (`_processes.make_chunks`), each solved by one `_solve_here`
-    call in a worker: a batched backend still sees whole chunks, and the problems of one
-    layer share one operator object, which pickle carries once per chunk. Processes, not
+    With PARALLEL_MIN_SECONDS of estimated work or less, the rest is one more call here.
+    Otherwise chunks of consecutive problems, about CHUNK_SECONDS of estimated work each and
+    at least CHUNKS_PER_WORKER per worker (`_processes.make_chunks`), each solved by one
+    `_solve_here` call in a worker: a batched backend still sees whole chunks, and the
+    problems of one layer share one operator object, which pickle carries once per chunk.
+    Processes, not
     threads: SciPy's BLAS and LAPACK wrappers hold the GIL (two threads ran dsyrk, dpotrf and
     dsyevr at 0.56-0.82x the speed of one). A backend registered at run time does not exist
     in the workers, which start afresh. MEASURED.
@@ -180,7 +194,6 @@ def _solve_in_processes(problems: list[LayerProblem], solver: str,
     per_problem = time.perf_counter() - started
     rest = problems[1:]
     if per_problem * len(rest) <= PARALLEL_MIN_SECONDS:
-        check_main_guarded()
         return first + _solve_here(rest, solver)
     results: list[LPResult | None] = [*first, *[None] * len(rest)]
     chunks = [(c[0], problems[c[0]:c[-1] + 1])
