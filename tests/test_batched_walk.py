@@ -150,8 +150,8 @@ def pools_started(monkeypatch) -> list[int]:
 
 
 def test_a_small_batch_with_n_jobs_stays_in_this_process(monkeypatch, counting):
-    """6 samples on 10 x 60 x 200 hold milliseconds of LP work, far below the 4 s at which a
-    pool of workers pays: no pool starts, and the one call per round stays whole except for
+    """6 samples on 10 x 60 x 200 hold milliseconds of LP work, far below the 2 s above which
+    workers are used: no pool starts, and the one call per round stays whole except for
     the first problem, solved alone to estimate the work."""
     pools = pools_started(monkeypatch)
     net, x = gaussian_batch()

@@ -71,7 +71,7 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
         `certified` is False.
     n_jobs : int, optional
         Worker processes sharing each layer's LPs (None: 1, -1: every core), passed to
-        `solvers.solve_many`: a layer's round with less than about 4 s of LP work stays in
+        `solvers.solve_many`: a layer's round with less than about 2 s of LP work stays in
         this process (`solvers.PARALLEL_MIN_SECONDS`). BLAS runs on one thread per solve
         (_blas.py says why).
     progress : bool, optional
