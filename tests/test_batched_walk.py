@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import realizable_instance
 
-from layerinv import _processes, invert, random_network, solvers
+from layerinv import InputError, _processes, invert, random_network, solvers
 from layerinv.solvers import Backend, LayerProblem, LPResult
 
 REPORT_FIELDS = ("status", "eps", "objective", "n_active", "unique", "sigma_min", "error_bound",
@@ -215,3 +215,9 @@ def test_the_front_door_shares_a_long_list_over_workers_in_chunks_and_keeps_orde
         assert a.status == b.status and a.solver == b.solver
         assert a.h.tobytes() == b.h.tobytes() and a.t.tobytes() == b.t.tobytes()
         assert a.objective == b.objective and a.iterations == b.iterations
+
+
+@pytest.mark.parametrize("n_jobs", [0, "2", 1.5, True])
+def test_bad_n_jobs_at_the_front_door_is_named(n_jobs):
+    with pytest.raises(InputError, match=r"n_jobs must be None, -1 or a positive int; got "):
+        solvers.solve_many([], "auto", n_jobs=n_jobs)

@@ -61,10 +61,9 @@ class LayerOptions:
 
 
 def invert_layer_batch(layer: Layer, ys: Sequence[np.ndarray], h_low: np.ndarray,
-                       h_high: np.ndarray, options: LayerOptions, index: int = 0,
-                       noise: float | None = None, error_levels: Sequence[float] | None = None,
-                       incomings: Sequence[float | None] | None = None, *,
-                       n_jobs: int | None = None,
+                       h_high: np.ndarray, options: LayerOptions, index: int,
+                       noise: float | None, error_levels: Sequence[float],
+                       incomings: Sequence[float | None], *, n_jobs: int | None = None,
                        done: Callable[[int], object] | None = None
                        ) -> list[tuple[np.ndarray, LayerReport]]:
     """Invert one layer for a batch of observations ys (each (n_out,)); h in [h_low, h_high].
@@ -77,7 +76,7 @@ def invert_layer_batch(layer: Layer, ys: Sequence[np.ndarray], h_low: np.ndarray
     best fits of contradicted noise bounds. `done(1)` is called as each sample finishes.
 
     `noise` is a bound stated by the user (output layer only). `error_levels[i]` bounds the
-    error of ys[i] when it is itself an estimate handed down from the layer above (default 0):
+    error of ys[i] when it is itself an estimate handed down from the layer above (0 if not):
     entries of y below it are treated as ambiguous (an LP's answer is an interior point of its
     optimal face, whose inactive units come back as small positives, not zeros).
     `incomings[i]` bounds ||y - act(W h* + b)||_inf for the true h* (the certificate's input);
@@ -88,8 +87,6 @@ def invert_layer_batch(layer: Layer, ys: Sequence[np.ndarray], h_low: np.ndarray
     `seconds` for each of its LPs (not the wall time of the batch's calls).
     """
     n = len(ys)
-    error_levels = [0.0] * n if error_levels is None else list(error_levels)
-    incomings = [None] * n if incomings is None else list(incomings)
     runs = [_invert_one(layer, y, h_low, h_high, options, index, noise, level, incoming)
             for y, level, incoming in zip(ys, error_levels, incomings, strict=True)]
     answers: list[tuple[np.ndarray, LayerReport] | None] = [None] * n

@@ -154,6 +154,9 @@ def check_workers(n_jobs: int | None) -> int:
     squares fits every layer) never reaches `solve_many`: a script that runs on such data
     only would be a trap (`_processes.check_main_guarded` says why).
     """
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int)
+                               or n_jobs == 0):
+        raise InputError(f"n_jobs must be None, -1 or a positive int; got {n_jobs!r}")
     workers = 1 if n_jobs is None else resolve_workers(n_jobs)
     if workers > 1:
         check_main_guarded()
