@@ -203,25 +203,32 @@ def test_gradient_methods_are_wired_into_invert():
         invert(net, x, "linf", steps=10)
 
 
-def test_worker_processes_give_the_same_answers():
-    """n_jobs uses processes (SciPy's LAPACK wrappers hold the GIL); a large per-sample cost
-    estimate forces the pool even on a small batch."""
-    from tqdm import tqdm
+def test_worker_processes_give_the_same_answers(monkeypatch):
+    """n_jobs uses processes (SciPy's LAPACK wrappers hold the GIL), inside the solvers' front
+    door; a zero threshold of work forces the pool even on a small batch."""
+    from layerinv import _processes, solvers
 
-    from layerinv._layer_inversion import LayerOptions
-    from layerinv._walk import _input_bounds, _invert_in_processes, _invert_one
+    pools = []
+    start_pool = _processes._map_local
 
+    def spy(fn, trials, *args, **kwargs):
+        pools.append(len(trials))
+        yield from start_pool(fn, trials, *args, **kwargs)
+
+    monkeypatch.setattr(_processes, "_map_local", spy)
+    monkeypatch.setattr(solvers, "PARALLEL_MIN_SECONDS", 0.0)
     net = random_network([10, 60, 200], seed=4)
     x = net(np.random.default_rng(5).normal(size=(6, 10)))
     x = x + np.random.default_rng(6).uniform(-1e-3, 1e-3, size=x.shape)
-    options, bounds = LayerOptions(method="linf"), _input_bounds(net)
-    with tqdm(total=5, disable=True) as bar:
-        pooled = _invert_in_processes(net, x, options, None, bounds, jobs=2, bar=bar,
-                                      per_sample=10.0)
-    for (z_pool, reports_pool), x_b in zip(pooled, x[1:], strict=True):
-        z_here, reports_here = _invert_one(net, x_b, options, None, bounds)
-        np.testing.assert_array_equal(z_pool, z_here)
-        assert [r.status for r in reports_pool] == [r.status for r in reports_here]
+    pooled = invert(net, x, "linf", n_jobs=2, progress=False)
+    assert pools and pools[0] >= 2  # the last layer's LPs, 5 of them, in chunks over workers
+    for b, x_b in enumerate(x):
+        here = invert(net, x_b, "linf", progress=False)
+        np.testing.assert_array_equal(pooled.z[b], here.z)
+        assert [r.status for r in pooled.layers[b]] == [r.status for r in here.layers]
+        for field in ("eps", "error_bound", "objective", "sigma_min"):
+            assert [getattr(r, field) for r in pooled.layers[b]] == \
+                [getattr(r, field) for r in here.layers]
 
 
 @pytest.mark.parametrize("method", ["exact", "linf", "l1"])

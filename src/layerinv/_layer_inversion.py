@@ -1,4 +1,10 @@
-"""One layer's inversion: given an estimate y of act(W h + b), find h.
+"""One layer's inversion: given estimates y of act(W h + b), one per sample, find each h.
+
+The entry point `invert_layer_batch` takes a whole batch of observations of one layer. Each
+sample's inversion is its own (`_invert_one`: thresholds, the least-squares shortcut, the LP
+and its re-classification passes, the report and certificate, as below); what the batch
+shares is the solver: every round, the LPs of all samples still at work go to the backend in
+one `solvers.solve_many` call, so a batched backend sees them together.
 
 Methods (Lei et al. 2019):
 - exact (eq. 4): least squares on the rows that pin the pre-activation (ReLU: y > threshold;
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,20 +60,74 @@ class LayerOptions:
     certify: bool = True
 
 
-def invert_layer(layer: Layer, y: np.ndarray, h_low: np.ndarray, h_high: np.ndarray,
-                 options: LayerOptions, index: int = 0, noise: float | None = None,
-                 error_level: float = 0.0,
-                 incoming: float | None = None) -> tuple[np.ndarray, LayerReport]:
-    """Invert one layer for one observation y (n_out,); h is bounded to [h_low, h_high].
+def invert_layer_batch(layer: Layer, ys: Sequence[np.ndarray], h_low: np.ndarray,
+                       h_high: np.ndarray, options: LayerOptions, index: int,
+                       noise: float | None, error_levels: Sequence[float],
+                       incomings: Sequence[float | None], *, n_jobs: int | None = None,
+                       done: Callable[[int], object] | None = None
+                       ) -> list[tuple[np.ndarray, LayerReport]]:
+    """Invert one layer for a batch of observations ys (each (n_out,)); h in [h_low, h_high].
 
-    `noise` is a bound stated by the user (output layer only). `error_level` bounds the error
-    of y when y is itself an estimate handed down from the layer above: entries of y below it
-    are treated as ambiguous (an LP's answer is an interior point of its optimal face, whose
-    inactive units come back as small positives, not zeros). `incoming` bounds
-    ||y - act(W h* + b)||_inf for the true h* (the certificate's input); None means "assume the
-    eps found", the only estimate there is at an output layer with no stated noise.
+    Each sample is inverted as by itself (`_invert_one`, a generator that hands out its LPs
+    one at a time); the samples only share the solver calls: in every round, the LPs that all
+    samples still at work need are solved in ONE `solvers.solve_many(problems, solver,
+    n_jobs=n_jobs)` call, and each answer goes back to its sample. Round 1 holds every sample
+    whose least-squares point does not fit; later rounds the re-classification passes and the
+    best fits of contradicted noise bounds. `done(1)` is called as each sample finishes.
+
+    `noise` is a bound stated by the user (output layer only). `error_levels[i]` bounds the
+    error of ys[i] when it is itself an estimate handed down from the layer above (0 if not):
+    entries of y below it are treated as ambiguous (an LP's answer is an interior point of its
+    optimal face, whose inactive units come back as small positives, not zeros).
+    `incomings[i]` bounds ||y - act(W h* + b)||_inf for the true h* (the certificate's input);
+    None means "assume the eps found", the only estimate there is at an output layer with no
+    stated noise.
+
+    A report's `seconds` is the sample's own: the time of its steps here plus the solver's
+    `seconds` for each of its LPs (not the wall time of the batch's calls).
     """
-    started = time.perf_counter()
+    n = len(ys)
+    runs = [_invert_one(layer, y, h_low, h_high, options, index, noise, level, incoming)
+            for y, level, incoming in zip(ys, error_levels, incomings, strict=True)]
+    answers: list[tuple[np.ndarray, LayerReport] | None] = [None] * n
+    seconds = [0.0] * n
+    waiting: dict[int, solvers.LayerProblem] = {}
+
+    def step(i: int, result: solvers.LPResult | None) -> None:
+        started = time.perf_counter()
+        try:
+            waiting[i] = runs[i].send(result)
+        except StopIteration as finished:
+            answers[i] = finished.value
+        seconds[i] += time.perf_counter() - started
+        if result is not None:
+            seconds[i] += result.seconds
+        if answers[i] is not None:
+            answers[i][1].seconds = seconds[i]
+            if done is not None:
+                done(1)
+
+    for i in range(n):
+        step(i, None)
+    while waiting:
+        order, problems = list(waiting), list(waiting.values())
+        waiting.clear()
+        results = solvers.solve_many(problems, options.solver, n_jobs=n_jobs)
+        for i, result in zip(order, results, strict=True):
+            step(i, result)
+    return answers  # type: ignore[return-value]  # every sample has finished
+
+
+# A sample's inversion is a generator: it yields each LayerProblem it needs solved, is sent the
+# LPResult, and returns (h, report). So the per-sample logic reads as straight code while the
+# batch driver above collects one round of LPs over all samples.
+_Solving = Generator[solvers.LayerProblem, solvers.LPResult, tuple[np.ndarray, LayerReport]]
+
+
+def _invert_one(layer: Layer, y: np.ndarray, h_low: np.ndarray, h_high: np.ndarray,
+                options: LayerOptions, index: int, noise: float | None, error_level: float,
+                incoming: float | None) -> _Solving:
+    """One observation's inversion (see `invert_layer_batch`), its LPs yielded."""
     scale = max(float(np.abs(y).max()), 1e-300)
     own = _initial_threshold(layer, y, noise, options.active_tol * scale)
     context = _Context(layer, y, h_low, h_high, options, index, noise, own, incoming,
@@ -85,11 +146,10 @@ def invert_layer(layer: Layer, y: np.ndarray, h_low: np.ndarray, h_high: np.ndar
     elif options.method == "exact":
         # Not realizable or not unique (or the least-squares point misses round-off): the l_inf
         # LP gives the closest fit and decides which (`_solve_lp`).
-        h, report = _solve_lp(context, threshold, "linf")
+        h, report = yield from _solve_lp(context, threshold, "linf")
         report.method = "exact"
     else:
-        h, report = _solve_lp(context, threshold, options.method)
-    report.seconds = time.perf_counter() - started
+        h, report = yield from _solve_lp(context, threshold, options.method)
     return h, report
 
 
@@ -222,7 +282,7 @@ def _residual(layer: Layer, h: np.ndarray, y: np.ndarray) -> float:
     return float(np.max(np.abs(layer(h[None, :])[0] - y)))
 
 
-def _solve_lp(context: _Context, threshold: float, norm: str) -> tuple[np.ndarray, LayerReport]:
+def _solve_lp(context: _Context, threshold: float, norm: str) -> _Solving:
     layer, y, noise, options = context.layer, context.y, context.noise, context.options
     passes = 1 if (noise is not None or norm == "l1") else options.max_passes
     base_threshold = threshold
@@ -230,15 +290,14 @@ def _solve_lp(context: _Context, threshold: float, norm: str) -> tuple[np.ndarra
     best_eps, iterations = np.inf, 0
     for _ in range(passes):
         band = layer.activation.band(y, threshold)
-        result = solvers.solve(solvers.LayerProblem(layer.operator, layer.bias, band,
-                                                    context.h_low, context.h_high, norm,
-                                                    t_max=noise), options.solver)
+        result = yield solvers.LayerProblem(layer.operator, layer.bias, band, context.h_low,
+                                            context.h_high, norm, t_max=noise)
         if result.status == "infeasible" and noise is not None:
-            # The LP proves the stated noise bound contradicted (solvers.solve): report
+            # The LP proves the stated noise bound contradicted (solvers.solve_many): report
             # it, and still return the best fit, found as if no bound had been stated.
             unbounded = dataclasses.replace(context, noise=None,
                                             own_threshold=context.unbounded_threshold)
-            h, report = _solve_lp(unbounded, context.unbounded_threshold, norm)
+            h, report = yield from _solve_lp(unbounded, context.unbounded_threshold, norm)
             if report.eps <= noise + options.rtol * float(np.abs(y).max()):
                 # The fit returned meets the bound after all (sigmoid and tanh bands are only
                 # first order in t): a witness outranks the LP's claim.

@@ -1,8 +1,10 @@
-"""The backward walk: invert a whole network one layer at a time (Lei et al. 2019)."""
+"""The backward walk: invert a whole network one layer at a time, all samples together (Lei
+et al. 2019)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -10,7 +12,7 @@ from tqdm.auto import tqdm
 
 from layerinv import solvers
 from layerinv._blas import single_threaded_blas
-from layerinv._layer_inversion import METHODS, LayerOptions, invert_layer
+from layerinv._layer_inversion import METHODS, LayerOptions, invert_layer_batch
 from layerinv._validation import check_batch, check_choice, check_positive
 from layerinv.errors import InputError
 from layerinv.network import Network
@@ -68,9 +70,10 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
         error bound it implies; about 1.7 ms for a 250-column layer). False skips it, and then
         `certified` is False.
     n_jobs : int, optional
-        Worker processes solving samples at once (None: 1, -1: every core); a batch with less
-        than about 4 s of work stays in this process (see `_invert_in_processes`). BLAS runs
-        on one thread per solve (_blas.py says why).
+        Worker processes sharing each layer's LPs (None: 1, -1: every core), passed to
+        `solvers.solve_many`: a layer's round with less than about 2 s of LP work stays in
+        this process (`solvers.PARALLEL_MIN_SECONDS`). BLAS runs on one thread per solve
+        (_blas.py says why).
     progress : bool, optional
         A progress bar; None shows one only if the run lasts more than two seconds.
     **gd_options
@@ -98,31 +101,19 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
     if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs == 0):
         raise InputError(f"n_jobs must be None, -1 or a positive int; got {n_jobs!r}")
     batch, single = check_batch(x, net.output_dim, "x")
+    if len(batch) > 1:
+        solvers.check_workers(n_jobs)  # whether or not the data turns out to need an LP
     options = LayerOptions(method=method, solver=solver, active_tol=active_tol, rtol=rtol,
                            max_passes=max_passes, certify=bool(certify))
 
     started = time.perf_counter()
-    bounds = _input_bounds(net)
-    bar = tqdm(total=len(batch), desc=f"invert ({method})", unit="sample", leave=False,
-               disable=progress is False, delay=0.0 if progress else 2.0)
-
-    def one(x_b: np.ndarray) -> tuple[np.ndarray, list[LayerReport]]:
-        answer = _invert_one(net, x_b, options, noise, bounds)
-        bar.update()
-        return answer
-
-    from layerinv._processes import resolve_workers
-
-    jobs = 1 if n_jobs is None else min(resolve_workers(n_jobs), len(batch))
+    # The bar counts layer inversions, one per sample and layer, as each sample finishes one
+    # (a sample solved by least squares at once, one that needs LPs after its last round).
+    bar = tqdm(total=len(batch) * len(net.layers), desc=f"invert ({method})",
+               unit="sample-layer", leave=False, disable=progress is False,
+               delay=0.0 if progress else 2.0)
     with single_threaded_blas(), bar:
-        answers = [one(batch[0])]
-        if jobs == 1 or len(batch) == 1:
-            answers += [one(x_b) for x_b in batch[1:]]
-        else:
-            answers += _invert_in_processes(net, batch, options, noise, bounds, jobs, bar,
-                                            per_sample=time.perf_counter() - started)
-    z = np.array([answer[0] for answer in answers])
-    all_reports = [answer[1] for answer in answers]
+        z, all_reports = _walk(net, batch, options, noise, n_jobs, bar.update)
     seconds = time.perf_counter() - started
 
     residual = np.max(np.abs(net.forward(z) - batch), axis=1)
@@ -146,37 +137,6 @@ def _invert_by_gradient(net: Network, x: object, method: str, progress: bool | N
     return refine(net, x, start, progress=progress, **gd_options)
 
 
-def _invert_in_processes(net: Network, batch: np.ndarray, options: LayerOptions,
-                         noise: float | None, bounds: list, jobs: int, bar: tqdm,
-                         per_sample: float) -> list[tuple[np.ndarray, list[LayerReport]]]:
-    """Samples 1.. of the batch in worker processes, the network sent once to each.
-
-    Processes, not threads: SciPy's BLAS and LAPACK wrappers hold the GIL, and two threads ran
-    dsyrk, dpotrf and dsyevr at 0.56-0.82x the speed of one. `per_sample` (the measured time of
-    sample 0) sizes the chunks, and a batch with less than about 1.5 s of work stays in this
-    process. Measured on 2 cores, certified exact on 20 x 250 x 600: 1000 samples (3 s of
-    work) 317/s on one process and 309/s on two; 4000 samples 307/s and 383/s: the workers'
-    start (importing NumPy and SciPy afresh) costs about 2 s, hence the 4 s threshold.
-    Scripts that call this must guard their entry point (`if __name__ == "__main__":`), as
-    every forkserver/spawn pool requires.
-    """
-    from layerinv._processes import map_local
-
-    shared = (net, batch, options, noise, bounds)
-    answers: dict[int, tuple[np.ndarray, list[LayerReport]]] = {}
-    for index, answer in map_local(_invert_indexed, range(1, len(batch)), shared, jobs,
-                                   cost=lambda _: per_sample, min_parallel_seconds=4.0):
-        answers[index] = answer
-        bar.update()
-    return [answers[i] for i in range(1, len(batch))]
-
-
-def _invert_indexed(index: int, shared: tuple) -> tuple[np.ndarray, list[LayerReport]]:
-    net, batch, options, noise, bounds = shared
-    with single_threaded_blas():
-        return _invert_one(net, batch[index], options, noise, bounds)
-
-
 def _input_bounds(net: Network) -> list[tuple[np.ndarray, np.ndarray]]:
     """Bounds on each layer's input: z is free; a hidden input lies in the previous act's range."""
     bounds = [(np.full(net.input_dim, -np.inf), np.full(net.input_dim, np.inf))]
@@ -187,25 +147,32 @@ def _input_bounds(net: Network) -> list[tuple[np.ndarray, np.ndarray]]:
     return bounds
 
 
-def _invert_one(net: Network, x: np.ndarray, options: LayerOptions, noise: float | None,
-                bounds: list[tuple[np.ndarray, np.ndarray]]
-                ) -> tuple[np.ndarray, list[LayerReport]]:
-    reports: list[LayerReport] = []
-    y = x
-    error_level = 0.0
-    incoming = noise  # bound on the observation's error: the stated noise, then each layer's
+def _walk(net: Network, batch: np.ndarray, options: LayerOptions, noise: float | None,
+          n_jobs: int | None, done: Callable[[int], object]
+          ) -> tuple[np.ndarray, list[list[LayerReport]]]:
+    """The backward walk over the whole batch: the last layer down to the first, each layer's
+    observations of every sample inverted together (`invert_layer_batch`)."""
+    bounds = _input_bounds(net)
+    ys = list(batch)
+    reports: list[list[LayerReport]] = [[] for _ in ys]
+    error_levels = [0.0] * len(ys)
+    # Bounds on each observation's error: the stated noise, then each layer's error bound.
+    incomings: list[float | None] = [noise] * len(ys)
     for index in range(len(net.layers) - 1, -1, -1):
         h_low, h_high = bounds[index]
         layer_noise = noise if index == len(net.layers) - 1 else None
-        y, report = invert_layer(net.layers[index], y, h_low, h_high, options, index,
-                                 layer_noise, error_level, incoming)
-        incoming = report.error_bound if np.isfinite(report.error_bound) else None
-        # The typical error of the estimate handed down sets the next layer's ambiguity
-        # threshold (the worst-case bound is 25-50x larger on these nets and pins nothing).
-        error_level = report.error_estimate if np.isfinite(report.error_estimate) \
-            else report.eps
-        reports.append(report)
-    return y, reports[::-1]
+        answers = invert_layer_batch(net.layers[index], ys, h_low, h_high, options, index,
+                                     layer_noise, error_levels, incomings, n_jobs=n_jobs,
+                                     done=done)
+        for i, (h, report) in enumerate(answers):
+            ys[i] = h
+            incomings[i] = report.error_bound if np.isfinite(report.error_bound) else None
+            # The typical error of the estimate handed down sets the next layer's ambiguity
+            # threshold (the worst-case bound is 25-50x larger on these nets and pins nothing).
+            error_levels[i] = report.error_estimate if np.isfinite(report.error_estimate) \
+                else report.eps
+            reports[i].append(report)
+    return np.array(ys), [sample[::-1] for sample in reports]
 
 
 def _status(reports: list[LayerReport], residual: float, floor: float) -> Status:
