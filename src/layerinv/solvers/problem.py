@@ -18,6 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -117,7 +118,11 @@ class Backend(ABC):
 
     `solve_many` receives all of a layer's problems at once (a batched walk hands them over
     in one call); the default solves them one by one, a batched backend overrides it.
+    The front door passes every answer through `check_result`, except from a backend that
+    sets `checks_answers` (it returns only answers that passed it, as `Fallback` does).
     """
+
+    checks_answers: ClassVar[bool] = False
 
     @abstractmethod
     def solve(self, problem: LayerProblem) -> LPResult:
