@@ -243,6 +243,16 @@ class _OneParameter(Activation):
         return cls(value)
 
 
+_SLOPE = Parameter("slope", "negative_slope", 0.01, "leaky_relu(0.2)",
+                   "a slope of 0 is relu; a negative slope is not monotone and has no interval "
+                   "preimage")
+"""LeakyReLU's slope (PyTorch's default 0.01)."""
+_ALPHA = Parameter("alpha", "alpha", 1.0, "elu(0.5)",
+                   "alpha 0 is relu; a negative alpha is not monotone and has no interval "
+                   "preimage")
+"""ELU's alpha (PyTorch's default 1.0)."""
+
+
 class ReLU(Activation):
     """max(u, 0). Rows observed above the ambiguity threshold pin u; the rest bound it above."""
     name = "relu"
@@ -281,27 +291,24 @@ class LeakyReLU(_OneParameter):
     name = "leaky_relu"
     aliases = ("leakyrelu",)
     torch_name = "LeakyReLU"
-    spec = Parameter("slope", "negative_slope", 0.01, "leaky_relu(0.2)",
-                     "a slope of 0 is relu; a negative slope is not monotone and has no "
-                     "interval preimage")
+    spec = _SLOPE
 
     def __init__(self, slope: float = 0.01):
         super().__init__(slope)
-        self._slope = self._value
-        self.kink = Kink(self._slope)
+        self.kink = Kink(self._value)
 
     @property
     def slope(self) -> float:
-        return self._slope
+        return self._value
 
     def forward(self, u: np.ndarray) -> np.ndarray:
-        return np.where(u >= 0, u, self._slope * u)
+        return np.where(u >= 0, u, self._value * u)
 
     def derivative(self, u: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        return np.where(u >= 0, 1.0, self._slope)
+        return np.where(u >= 0, 1.0, self._value)
 
     def band(self, y: np.ndarray, threshold: float) -> Band:
-        a = self._slope
+        a = self._value
         positive, negative = y > threshold, y < -threshold
         ambiguous = ~(positive | negative)
         center = np.where(negative, y / a, y)
@@ -406,38 +413,35 @@ class ELU(_OneParameter, _Invertible):
 
     name = "elu"
     torch_name = "ELU"
-    spec = Parameter("alpha", "alpha", 1.0, "elu(0.5)",
-                     "alpha 0 is relu; a negative alpha is not monotone and has no interval "
-                     "preimage")
+    spec = _ALPHA
 
     def __init__(self, alpha: float = 1.0):
         super().__init__(alpha)
-        self._alpha = self._value
-        self.output_low = -self._alpha
+        self.output_low = -self._value
 
     @property
     def alpha(self) -> float:
-        return self._alpha
+        return self._value
 
     @property
     def _range_scale(self) -> float:
-        return self._alpha  # the range is unbounded above: the margin is relative to alpha
+        return self._value  # the range is unbounded above: the margin is relative to alpha
 
     def forward(self, u: np.ndarray) -> np.ndarray:
         u = np.asarray(u, dtype=np.float64)
         # expm1 of min(u, 0): accurate near 0 and no overflow where the branch is not taken.
-        return np.where(u > 0, u, self._alpha * np.expm1(np.minimum(u, 0.0)))
+        return np.where(u > 0, u, self._value * np.expm1(np.minimum(u, 0.0)))
 
     def derivative(self, u: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         u = np.asarray(u, dtype=np.float64)
         # alpha exp(u), not out + alpha, which cancels where out is near -alpha.
-        return np.where(u > 0, 1.0, self._alpha * np.exp(np.minimum(u, 0.0)))
+        return np.where(u > 0, 1.0, self._value * np.exp(np.minimum(u, 0.0)))
 
     def _inverse(self, y: np.ndarray) -> np.ndarray:
-        return np.where(y > 0, y, np.log1p(np.minimum(y, 0.0) / self._alpha))
+        return np.where(y > 0, y, np.log1p(np.minimum(y, 0.0) / self._value))
 
     def _inverse_derivative(self, y: np.ndarray) -> np.ndarray:
-        return np.where(y > 0, 1.0, 1.0 / (self._alpha + np.minimum(y, 0.0)))
+        return np.where(y > 0, 1.0, 1.0 / (self._value + np.minimum(y, 0.0)))
 
 
 # --------------------------------------------------------------------------- the registry

@@ -21,7 +21,7 @@ class Layer:
     Immutable: build a new Layer to change one.
     """
 
-    __slots__ = ("activation", "bias", "operator")
+    __slots__ = ("activation", "bias", "n_in", "n_out", "operator")
 
     def __init__(self, weight: np.ndarray | LinearOperator, bias: np.ndarray | None,
                  activation: str | Activation):
@@ -33,6 +33,8 @@ class Layer:
                                  f"{operator.shape}; got shape {bias.shape}")
             check_finite(bias, "bias")
         object.__setattr__(self, "operator", operator)
+        object.__setattr__(self, "n_out", operator.n_out)  # the output and input sizes
+        object.__setattr__(self, "n_in", operator.n_in)
         object.__setattr__(self, "bias", bias)
         object.__setattr__(self, "activation", get_activation(activation))
 
@@ -52,13 +54,6 @@ class Layer:
         """The dense matrix W (n_out, n_in): an export of `operator`."""
         return self.operator.to_dense()
 
-    @property
-    def n_in(self) -> int:
-        return self.operator.n_in
-
-    @property
-    def n_out(self) -> int:
-        return self.operator.n_out
 
     def preactivation(self, x: np.ndarray) -> np.ndarray:
         """W x + b for a batch x of shape (B, n_in)."""

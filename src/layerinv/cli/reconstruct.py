@@ -25,16 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from layerinv import _validation as files  # the .npy inputs and outputs, checked
 from layerinv import solvers
-from layerinv._validation import (
-    SEED,
-    check_distinct,
-    float_arg,
-    int_arg,
-    load_npy,
-    output_path,
-    save_npy,
-)
+from layerinv._validation import SEED, float_arg, int_arg
 
 MEASUREMENTS = ("identity", "mask", "gaussian", "magnitude")
 METHODS = ("auto", "exact", "linf", "l1", "lp+gd", "gd", "pgd")
@@ -117,14 +110,14 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         if args.noise_sigma > 0:
             y = GaussianNoise(args.noise_sigma, seed=args.seed + 2 * 2**32)(y)
     else:
-        y = load_npy(args.observation, "--observation")
+        y = files.load_npy(args.observation, "--observation")
         y = _mask_full_signal(measurement, y, net.output_dim)
     method, options = _method_options(args, measurement)
     result = reconstruct(net, y, measurement, method, **options)
     if out is not None:
-        save_npy(out, result.z, "--out")
+        files.save_npy(out, result.z, "--out")
     if signal_out is not None:
-        save_npy(signal_out, result.signal, "--signal-out")
+        files.save_npy(signal_out, result.signal, "--signal-out")
     statuses = Counter(np.atleast_1d(result.status).tolist())
     fits = np.atleast_1d(result.measurement_residual)
     samples = fits.size
@@ -153,11 +146,11 @@ def _output_paths(args: argparse.Namespace) -> tuple[Any, Any]:
     """--out and --signal-out as the files really written, checked before any work."""
     inputs = {"--network": args.network, "--observation": args.observation,
               "--mask": args.mask, "--matrix": args.matrix}
-    out = None if args.out is None else output_path(args.out, "--out", suffix=".npy",
+    out = None if args.out is None else files.output_path(args.out, "--out", suffix=".npy",
                                                     inputs=inputs)
-    signal_out = None if args.signal_out is None else output_path(
+    signal_out = None if args.signal_out is None else files.output_path(
         args.signal_out, "--signal-out", suffix=".npy", inputs=inputs)
-    check_distinct({"--out": out, "--signal-out": signal_out})
+    files.check_distinct({"--out": out, "--signal-out": signal_out})
     return out, signal_out
 
 
@@ -177,7 +170,7 @@ def build_measurement(args: argparse.Namespace, n: int) -> Any:
             raise InputError(f"--measurement mask needs exactly one of --mask, --keep-fraction "
                              f"or --block; got {given or 'none'}")
         if args.mask is not None:
-            keep = load_npy(args.mask, "--mask")
+            keep = files.load_npy(args.mask, "--mask")
             if keep.dtype != np.bool_ and np.isin(keep, (0, 1)).all():
                 keep = keep.astype(bool)
             return Mask(keep)
@@ -198,7 +191,7 @@ def build_measurement(args: argparse.Namespace, n: int) -> Any:
         raise InputError(f"--measurement {kind} needs exactly one of --matrix FILE.npy or "
                          f"-m M (a Gaussian A from --matrix-seed)")
     if args.matrix is not None:
-        linear: Any = Matrix(load_npy(args.matrix, "--matrix"))
+        linear: Any = Matrix(files.load_npy(args.matrix, "--matrix"))
     else:
         linear = Gaussian(args.m, n, seed=args.matrix_seed)
     return Magnitude(linear) if kind == "magnitude" else linear

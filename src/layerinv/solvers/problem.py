@@ -15,9 +15,10 @@ passes every answer through `check_result`, so a backend's wrong answer becomes 
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -80,16 +81,14 @@ class LayerProblem:
     t_min: float = 0.0
     """An extra floor on the shared l_inf slack (kept when rows are screened out)."""
 
+    n_rows: int = field(init=False, repr=False)
+    """n, the rows of W (the layer's outputs)."""
+    n_inputs: int = field(init=False, repr=False)
+    """m, the columns of W (the unknowns h)."""
+
     def __post_init__(self) -> None:
         self.operator = as_operator(self.operator)  # an array is taken as a dense operator
-
-    @property
-    def n_rows(self) -> int:
-        return self.operator.n_out
-
-    @property
-    def n_inputs(self) -> int:
-        return self.operator.n_in
+        self.n_rows, self.n_inputs = self.operator.shape
 
     def shifted_band(self) -> tuple[np.ndarray, np.ndarray]:
         """Band ends at t = 0 with the bias moved to the right-hand side."""
@@ -254,6 +253,50 @@ def constraint_rows(problem: LayerProblem, *, sparse: bool = False
     matrix.eliminate_zeros()
     matrix.sort_indices()
     return matrix, row_lo, row_hi
+
+
+@dataclass(frozen=True)
+class ExplicitForm:
+    """min sum(T) over x = (h, T): lower <= x <= upper, row_lo <= matrix x <= row_hi.
+
+    The form general LP solvers take (HiGHS, cvxopt): `explicit_form` builds it.
+    """
+
+    cost: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    matrix: np.ndarray | sp.csc_array
+    row_lo: np.ndarray
+    row_hi: np.ndarray
+    n_inputs: int
+    """m, the number of h columns (the slack columns T follow)."""
+
+
+def explicit_form(problem: LayerProblem, *, sparse: bool = False) -> ExplicitForm:
+    """The problem in explicit form, with dense rows or (sparse=True) a CSC matrix."""
+    m = problem.n_inputs
+    matrix, row_lo, row_hi = constraint_rows(problem, sparse=sparse)
+    floors, t_high = slack_bounds(problem)
+    return ExplicitForm(np.concatenate([np.zeros(m), np.ones(len(floors))]),
+                        np.concatenate([problem.h_low, floors]),
+                        np.concatenate([problem.h_high, t_high]), matrix, row_lo, row_hi, m)
+
+
+def explicit_answer(form: ExplicitForm, x: np.ndarray | None, status: Status, *, solver: str,
+                    iterations: int, started: float, message: str,
+                    objective_error: float) -> LPResult:
+    """The LPResult of a point x = (h, T) of `form` (zeros where the solver gave none).
+
+    `objective_error` bounds the objective's excess over the optimum as the solver states it
+    (a duality gap, dual infeasibility); round-off (ROUNDOFF relative) is added to it.
+    """
+    m = form.n_inputs
+    if x is None or len(x) != len(form.cost):
+        x = np.zeros(len(form.cost))
+    objective = float(x[m:].sum())
+    return LPResult(h=x[:m], t=x[m:], objective=objective, status=status, solver=solver,
+                    iterations=iterations, seconds=time.perf_counter() - started,
+                    message=message, accuracy=objective_error + ROUNDOFF * (1 + abs(objective)))
 
 
 def slack_bounds(problem: LayerProblem) -> tuple[np.ndarray, np.ndarray]:
