@@ -39,7 +39,7 @@ from layerinv._processes import check_main_guarded, make_chunks, map_local, reso
 from layerinv._validation import check_choice
 from layerinv.errors import InputError
 from layerinv.results import Status
-from layerinv.solvers import _cvxopt, _highs, _ipm
+from layerinv.solvers import _cvxopt, _daqp, _highs, _ipm
 from layerinv.solvers.problem import (
     Backend,
     FunctionBackend,
@@ -115,6 +115,7 @@ register("auto", Fallback(_ipm.BACKEND, _highs.BACKEND))
 register("ipm", _ipm.BACKEND)
 register("highs", _highs.BACKEND)
 register("cvxopt", _cvxopt.BACKEND)
+register("daqp", _daqp.BACKEND)
 
 
 # --------------------------------------------------------------------------- the front door
