@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -109,6 +110,26 @@ def test_the_dual_bound_is_below_the_optimum_for_any_multipliers(problem, seed, 
     assert _daqp._dual_bound(form, x, y) <= optimum.objective + optimum.accuracy
 
 
+@given(problem=problems, excess=st.floats(-12.0, -2.0).map(lambda p: 10.0**p))
+@settings(max_examples=60, deadline=None)
+def test_the_certified_gap_is_never_below_the_true_excess(problem, excess):
+    """The accuracy's core: at a feasible point `excess` above the optimum (DAQP's answer,
+    its last slack raised), the gap `_gap` certifies with DAQP's multipliers is at least the
+    excess (relative to 1 + |objective|, as `_gap` states it)."""
+    import daqp
+
+    form = explicit_form(problem)
+    start = _daqp._start(problem, form)
+    x, flag, _, lam = _daqp._run(daqp, form, _daqp._column_scale(form, start), start)
+    optimum = solve_highs(problem)
+    assert flag == 1 and optimum.status == Status.OPTIMAL
+    x = x.copy()
+    x[-1] += excess
+    objective = float(x[problem.n_inputs:].sum())
+    true_excess = objective - (optimum.objective + optimum.accuracy)
+    assert _daqp._gap(form, x, 1, lam) * (1 + abs(objective)) >= true_excess * (1 - 1e-9)
+
+
 @given(problem=problems)
 @settings(max_examples=40, deadline=None)
 def test_a_daqp_answer_passes_the_post_check_as_returned(problem):
@@ -132,6 +153,46 @@ def test_the_warm_start_pays_on_a_wide_noisy_layer():
     assert warm[1] == cold[1] == 1
     assert warm[2] < cold[2] / 3, (warm[2], cold[2])
     assert agrees(float(warm[0][250:].sum()), solve_highs(problem).objective)
+
+
+def lying_daqp(monkeypatch, *, flag: int | None = None, excess: float = 0.0) -> None:
+    """Replace the daqp module by one whose solve returns the real answer with its slacks
+    raised by `excess` (still feasible, no longer optimal) or its exit flag replaced.
+
+    The backend solves in scaled columns, the slack's unit its cost there (f = c * scale)."""
+    import daqp
+
+    def solve(*args, **options):
+        x, fval, real_flag, info = daqp.solve(*args, **options)
+        scale = np.ones(len(x))  # the slack's column scale: the cost on it (its cost is 1)
+        scale[-1] = args[1][-1]
+        x = np.array(x)
+        x[-1] += excess / scale[-1]  # the last column is a slack (scaled) in both norms
+        return x, fval, real_flag if flag is None else flag, info
+
+    monkeypatch.setitem(sys.modules, "daqp", types.SimpleNamespace(solve=solve))
+
+
+@pytest.mark.parametrize("norm", ["linf", "l1"])
+def test_an_uncertified_optimal_flag_is_a_numerical_error(monkeypatch, norm):
+    """DAQP saying 'optimal' (flag 1) at a point 1e-6 above the optimum: the multipliers do
+    not certify it, so the answer is a numerical error, never 'optimal' (measured before the
+    settings in _OPTIONS: 6 of 120 l1 LPs stopped so, one 4e-4 relative above)."""
+    problem = noisy_problem(1, "relu", norm, 10, 60, 1e-3, free_box=False)
+    lying_daqp(monkeypatch, excess=1e-6)
+    answer = _daqp.solve_daqp(problem)
+    assert answer.status == Status.NUMERICAL_ERROR, answer.message
+    assert "uncertified" in answer.message
+
+
+def test_daqp_infeasible_on_an_lp_without_a_ceiling_is_a_numerical_error(monkeypatch):
+    """Without a slack ceiling every h fits with a large enough slack: an 'infeasible' flag
+    (-1) there is false (DAQP said so on a feasible layer whose slack was 1e-7)."""
+    problem = noisy_problem(1, "relu", "linf", 10, 60, 1e-3, free_box=False)
+    lying_daqp(monkeypatch, flag=-1)
+    answer = _daqp.solve_daqp(problem)
+    assert answer.status == Status.NUMERICAL_ERROR, answer.message
+    assert answer.message.startswith("daqp exit flag -1, then -1")
 
 
 # ------------------------------------------------------------------ whole inversions
