@@ -5,10 +5,12 @@ Backends (one private module each, each ending in `BACKEND = ...`):
 - 'highs' (`_highs.py`): HiGHS's dual simplex, the robust general solver. `_highs.py` is
   also where exact.py builds and runs its HiGHS models.
 - 'cvxopt' (`_cvxopt.py`): cvxopt's LP solver (the paper authors' choice), a reference.
+- 'daqp' (`_daqp.py`): DAQP's dual active set warm-started from the least-squares point
+  (optional package `daqp`), certified by its own duality bound; not the default yet.
 - 'auto': the interior point, and HiGHS whenever it reports trouble (a Cholesky that fails
   even with regularisation, no convergence, an answer the post-check rejects).
-`_linalg.py` holds the dense linear algebra (Gram, Cholesky, least squares) they share with
-the layer inversion; `problem.py` what every backend takes and returns.
+`layerinv._linalg` holds the dense linear algebra (Gram, Cholesky, least squares) they share
+with the layer inversion; `problem.py` what every backend takes and returns.
 
 Adding a backend touches two places: its own module, which subclasses `problem.Backend`
 (or wraps a function problem -> LPResult in `problem.FunctionBackend`), and one
