@@ -137,6 +137,7 @@ def _invert_one(layer: Layer, y: np.ndarray, h_low: np.ndarray, h_high: np.ndarr
     band = layer.activation.band(y, threshold)
     h, full_rank, normal = _least_squares(layer, band)
     tol = options.rtol * scale
+    start = h if full_rank else None  # the first LP's band is this band: its start
     if h is not None and _violation(layer, band, y, h, h_low, h_high, noise or 0.0) <= tol:
         # The least-squares point fits every row to within round-off (within the stated bound,
         # if any): it is an optimal point of eq. (4), (5) and (6) alike, since each of their
@@ -146,10 +147,10 @@ def _invert_one(layer: Layer, y: np.ndarray, h_low: np.ndarray, h_high: np.ndarr
     elif options.method == "exact":
         # Not realizable or not unique (or the least-squares point misses round-off): the l_inf
         # LP gives the closest fit and decides which (`_solve_lp`).
-        h, report = yield from _solve_lp(context, threshold, "linf")
+        h, report = yield from _solve_lp(context, threshold, "linf", start)
         report.method = "exact"
     else:
-        h, report = yield from _solve_lp(context, threshold, options.method)
+        h, report = yield from _solve_lp(context, threshold, options.method, start)
     return h, report
 
 
@@ -282,7 +283,10 @@ def _residual(layer: Layer, h: np.ndarray, y: np.ndarray) -> float:
     return float(np.max(np.abs(layer(h[None, :])[0] - y)))
 
 
-def _solve_lp(context: _Context, threshold: float, norm: str) -> _Solving:
+def _solve_lp(context: _Context, threshold: float, norm: str,
+              start: np.ndarray | None = None) -> _Solving:
+    """The LP passes of one sample; `start` is the least-squares solution of the pinned rows
+    at `threshold` (the first pass's band), handed to the backend so it is not formed twice."""
     layer, y, noise, options = context.layer, context.y, context.noise, context.options
     passes = 1 if (noise is not None or norm == "l1") else options.max_passes
     base_threshold = threshold
@@ -291,7 +295,9 @@ def _solve_lp(context: _Context, threshold: float, norm: str) -> _Solving:
     for _ in range(passes):
         band = layer.activation.band(y, threshold)
         result = yield solvers.LayerProblem(layer.operator, layer.bias, band, context.h_low,
-                                            context.h_high, norm, t_max=noise)
+                                            context.h_high, norm, t_max=noise,
+                                            pinned_solution=start)
+        start = None  # a later pass re-classifies the rows: its band pins other rows
         if result.status == "infeasible" and noise is not None:
             # The LP proves the stated noise bound contradicted (solvers.solve_many): report
             # it, and still return the best fit, found as if no bound had been stated.

@@ -70,9 +70,11 @@ def _screening_point(problem: LayerProblem) -> tuple[np.ndarray, float] | None:
     target = band.center - bias
     # Least squares is dense in the pinned rows: ask the operator for those rows only.
     rows = problem.operator.rows(pinned)
-    h, full_rank, _ = least_squares(rows, target[pinned])
-    if not full_rank:
-        return None
+    h = problem.pinned_solution
+    if h is None:
+        h, full_rank, _ = least_squares(rows, target[pinned])
+        if not full_rank:
+            return None
     h = np.clip(h, problem.h_low, problem.h_high)
     misfit = float(np.max(np.abs(rows @ h - target[pinned]), initial=0.0))
     return h, misfit

@@ -80,6 +80,12 @@ class LayerProblem:
     """An upper bound on every slack (a noise bound stated by the user), or None."""
     t_min: float = 0.0
     """An extra floor on the shared l_inf slack (kept when rows are screened out)."""
+    pinned_solution: np.ndarray | None = None
+    """The least-squares solution of the band's pinned (two-sided) rows, where the caller has
+    computed it already (the layer inversion's shortcut): backends that start from it (the
+    interior point's screening, DAQP's warm start) then skip forming it again. Unclipped;
+    None where the caller has none or those rows are rank-deficient. A start only: a wrong
+    one costs time (screening re-checks every row), never a wrong answer."""
 
     n_rows: int = field(init=False, repr=False)
     """n, the rows of W (the layer's outputs)."""
