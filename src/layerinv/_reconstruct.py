@@ -101,7 +101,7 @@ ROUNDOFF = 1e-13
 RESTART_STREAM = 0x706764  # "pgd"
 """Random restarts draw from default_rng([seed, RESTART_STREAM]), never default_rng(seed): a
 user who drew z* from default_rng(0) and ran pgd with seed 0 had restart 1 = z* (10 of 10
-recovered at m = 25 against 2 of 10 for z* from default_rng(1)). gradient.py does the same."""
+recovered at m = 25 against 2 of 10 for z* from default_rng(1)). _gradient.py does the same."""
 
 
 def reconstruct(net: Network, y: object, measurement: Measurement, method: str = "auto",

@@ -143,7 +143,7 @@ class Network:
     # ----------------------------------------------------------------- PyTorch
     @classmethod
     def from_torch(cls, module: torch.nn.Module) -> Network:
-        """From an nn.Sequential of Linear and activation modules (see `torch_io`)."""
+        """From an nn.Sequential of Linear and activation modules (see `_torch_io`)."""
         from layerinv._torch_io import layers_from_module
 
         return cls(layers_from_module(module))
