@@ -165,3 +165,16 @@ def test_load_refuses_a_file_of_a_newer_version(tmp_path):
              n_layers=np.array(0))
     with pytest.raises(NetworkFileError, match="newer layerinv"):
         Network.load(path)
+
+
+def test_a_layer_is_immutable_and_pickles_as_its_constructor_call():
+    """Layer was a frozen dataclass; it stays immutable (setattr refused) and pickles back to
+    an equal layer (worker processes receive networks by pickle)."""
+    import pickle
+
+    layer = random_network([3, 5], seed=0).layers[0]
+    with pytest.raises(AttributeError, match="immutable"):
+        layer.bias = None
+    back = pickle.loads(pickle.dumps(layer))
+    assert np.array_equal(back.weight, layer.weight) and back.activation == layer.activation
+    assert (back.n_in, back.n_out) == (3, 5)

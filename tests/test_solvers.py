@@ -221,6 +221,17 @@ def test_a_rejected_answer_under_auto_goes_to_the_fallback():
     assert "liar: numerical_error; solved by highs instead" in result.message
 
 
+
+def test_a_fallback_checks_its_second_answer_too():
+    """`Fallback.checks_answers` tells the front door to skip its own check, so the fallback's
+    answer must pass check_result inside Fallback: a wrong second answer is never 'optimal'."""
+    problem = layer_problem("linf")
+    both_lie = Fallback(FunctionBackend(outside_the_box), FunctionBackend(outside_the_box))
+    assert both_lie.checks_answers
+    result = both_lie.solve(problem)
+    assert result.status == Status.NUMERICAL_ERROR
+    assert "solved by liar instead" in result.message
+
 # --------------------------------------------------------------------------- pgd
 def test_pgd_hands_its_projections_to_the_solver_asked_for(registry):
     counting = Counting()
