@@ -130,9 +130,11 @@ def _invert_one(layer: Layer, y: np.ndarray, h_low: np.ndarray, h_high: np.ndarr
     """One observation's inversion (see `invert_layer_batch`), its LPs yielded."""
     scale = max(float(np.abs(y).max()), 1e-300)
     own = _initial_threshold(layer, y, noise, options.active_tol * scale)
+    # The threshold without the stated bound (used if the bound turns out contradicted).
+    unbounded = own if noise is None else _initial_threshold(layer, y, None,
+                                                              options.active_tol * scale)
     context = _Context(layer, y, h_low, h_high, options, index, noise, own, incoming,
-                       max(_initial_threshold(layer, y, None, options.active_tol * scale),
-                           error_level))
+                       max(unbounded, error_level))
     threshold = max(own, error_level)
     band = layer.activation.band(y, threshold)
     h, full_rank, normal = _least_squares(layer, band)
@@ -180,8 +182,12 @@ class _Context:
         # Rows unambiguous at the fit found pin the pre-image (DESIGN: y_j > eps is a band).
         band = layer.activation.band(self.y, max(self.own_threshold, eps))
         n_active = int(band.two_sided.sum())
-        pinned = _pinned_rows(layer, band)
-        pinned_gram = self._pinned_gram(pinned, band, solver, normal)
+        pinned_gram = _reused_gram(band, normal)
+        pinned = None  # the scaled pinned rows, copied only where something reads them
+        if solver != "lstsq" or (pinned_gram is None and self.options.certify):
+            pinned = _pinned_rows(layer, band)
+            if pinned_gram is None:
+                pinned_gram = self._pinned_gram(pinned, solver)
         worst = np.inf  # ||W_A^+||_inf, computed where the pseudo-inverse is formed anyway
         if solver == "lstsq":
             unique, estimate = bool(full_rank) and n_active >= layer.n_in, 0.0
@@ -191,7 +197,9 @@ class _Context:
             estimate = 2 * eps * typical
         sigma_min, bound = float("nan"), float("nan")
         if self.options.certify:
-            sigma_min = linalg.smallest_singular_value(pinned, pinned_gram)
+            # A Gram is formed or reused only where W_A has at least as many rows as columns.
+            sigma_min = (linalg.sigma_min_of_gram(pinned_gram) if pinned_gram is not None
+                         else linalg.smallest_singular_value(pinned))
             unique = unique and sigma_min > 0
             # |W_A (h - h*)| <= eps + incoming row by row; two valid bounds, keep the smaller.
             slack = eps + (eps if self.incoming is None else self.incoming)
@@ -208,20 +216,23 @@ class _Context:
                            iterations=iterations, seconds=0.0, message=message)
 
 
-    def _pinned_gram(self, pinned: np.ndarray, band: Band, solver: str,
-                     normal: tuple[np.ndarray, np.ndarray | None] | None) -> np.ndarray | None:
-        """W_A' W_A, formed once for both the pseudo-inverse norms and sigma_min.
-
-        The Gram of least squares (`normal`) is of unscaled rows: reused where it covers the
-        same rows and every slope is 1. None where nothing needs it or W_A is too short.
-        """
-        if (normal is not None and np.array_equal(normal[0], band.two_sided)
-                and bool(np.all(band.lower_slope[band.two_sided] == 1.0))):
-            return normal[1]
+    def _pinned_gram(self, pinned: np.ndarray, solver: str) -> np.ndarray | None:
+        """W_A' W_A, formed once for both the pseudo-inverse norms and sigma_min; None where
+        nothing needs it or W_A is too short."""
         needed = solver != "lstsq" or self.options.certify
         if not needed or pinned.shape[0] < pinned.shape[1]:
             return None
         return linalg.gram(pinned)
+
+def _reused_gram(band: Band, normal: tuple[np.ndarray, np.ndarray | None] | None
+                 ) -> np.ndarray | None:
+    """The Gram least squares formed (`normal` = (rows, W_rows' W_rows)), where it is W_A' W_A:
+    the same rows and every slope 1 (its rows are unscaled). Else None."""
+    if (normal is not None and np.array_equal(normal[0], band.two_sided)
+            and bool(np.all(band.lower_slope[band.two_sided] == 1.0))):
+        return normal[1]
+    return None
+
 
 # The largest negative excursion of a ReLU observation estimates the noise amplitude from below
 # (the largest of ~300 draws falls just short of it). At 1x, a zero row whose noise landed just

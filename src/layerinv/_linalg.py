@@ -8,7 +8,7 @@ LAPACK through SciPy. A base module: it imports nothing of layerinv but `_blas`.
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import blas, lapack
+from scipy.linalg import blas, eigvalsh, lapack
 
 from layerinv._blas import on_one_thread
 
@@ -73,9 +73,12 @@ def smallest_singular_value(weight: np.ndarray, normal: np.ndarray | None = None
     n, m = weight.shape
     if n < m or m == 0:
         return 0.0
-    from scipy.linalg import eigvalsh
+    return sigma_min_of_gram(gram(weight) if normal is None else normal)
 
-    normal = gram(weight) if normal is None else normal
+
+@on_one_thread
+def sigma_min_of_gram(normal: np.ndarray) -> float:
+    """sigma_min of W from W' W (upper triangle) of a W with at least as many rows as columns."""
     smallest = eigvalsh(normal, lower=False, subset_by_index=[0, 0], check_finite=False)
     return float(np.sqrt(max(smallest[0], 0.0)))
 

@@ -98,8 +98,7 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
     rtol = check_positive(rtol, "rtol", allow_zero=True)
     if not isinstance(max_passes, int) or max_passes < 1:
         raise InputError(f"max_passes must be an int >= 1; got {max_passes!r}")
-    if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs == 0):
-        raise InputError(f"n_jobs must be None, -1 or a positive int; got {n_jobs!r}")
+    solvers.check_n_jobs(n_jobs)
     batch, single = check_batch(x, net.output_dim, "x")
     if len(batch) > 1:
         solvers.check_workers(n_jobs)  # whether or not the data turns out to need an LP

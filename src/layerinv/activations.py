@@ -459,8 +459,6 @@ TORCH_MODULES = tuple(str(cls.torch_name) for cls in _CLASSES if cls.torch_name 
 """The torch.nn activation classes converted both ways."""
 DEFAULT_LEAKY_SLOPE = LeakyReLU.spec.default
 """The slope of a 'leaky_relu' named without one: PyTorch's nn.LeakyReLU default."""
-DEFAULT_ELU_ALPHA = ELU.spec.default
-"""The alpha of an 'elu' named without one: PyTorch's nn.ELU default."""
 
 _WITH_PARAMETER: tuple[type[_OneParameter], ...] = tuple(
     cls for cls in _CLASSES if issubclass(cls, _OneParameter))

@@ -166,7 +166,7 @@ def interval_bounds(net: Network, box: object = None) -> list[tuple[np.ndarray, 
 
 def _propagate(layer: Layer, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mid, rad = 0.5 * (lo + hi), 0.5 * (hi - lo)
-    center = layer.operator.apply(mid) + (0.0 if layer.bias is None else layer.bias)
+    center = layer.preactivation(mid)
     radius = layer.operator.abs().apply(rad)
     return center - radius, center + radius
 
@@ -320,7 +320,7 @@ def _assignment(model: _Model, net: Network, z: np.ndarray, x: np.ndarray,
     values[: net.input_dim] = z
     h = z
     for layer, cols in zip(net.layers, model.layers, strict=False):
-        u = layer.operator.apply(h) + (0.0 if layer.bias is None else layer.bias)
+        u = layer.preactivation(h)
         h = layer.activation.forward(u)
         values[cols["y"]] = h
         k = cols["unstable"]

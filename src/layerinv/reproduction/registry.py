@@ -98,10 +98,7 @@ def available(name: str) -> tuple[bool, str]:
         experiment = load_experiment(name)
     except ImportError as exc:
         return False, f"{type(exc).__name__}: {exc}"
-    check = getattr(experiment, "available", None)
-    if callable(check):
-        return check()
-    return True, ""
+    return call_optional(experiment, "available") or (True, "")
 
 
 def display_name(experiment: Any) -> str:

@@ -151,6 +151,13 @@ def solve_many(problems: Sequence[LayerProblem], solver: str = "auto", *,
     return _solve_in_processes(problems, solver, workers)
 
 
+def check_n_jobs(n_jobs: object) -> None:
+    """n_jobs must be None, -1 or a positive int (a bool is not a count): else an InputError."""
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int)
+                               or n_jobs == 0):
+        raise InputError(f"n_jobs must be None, -1 or a positive int; got {n_jobs!r}")
+
+
 def check_workers(n_jobs: int | None) -> int:
     """The worker processes `n_jobs` asks for (None: 1; -1: every core), refused with an
     UnguardedMainError to a script that asks from its unguarded top level.
@@ -159,9 +166,7 @@ def check_workers(n_jobs: int | None) -> int:
     squares fits every layer) never reaches `solve_many`: a script that runs on such data
     only would be a trap (`_processes.check_main_guarded` says why).
     """
-    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int)
-                               or n_jobs == 0):
-        raise InputError(f"n_jobs must be None, -1 or a positive int; got {n_jobs!r}")
+    check_n_jobs(n_jobs)
     workers = 1 if n_jobs is None else resolve_workers(n_jobs)
     if workers > 1:
         check_main_guarded()
@@ -247,15 +252,18 @@ def _solve_checked(backend: Backend, problems: list[LayerProblem]) -> list[LPRes
 ACCURACY_FACTOR = 10.0
 
 
-def proves_slack_above(problem: LayerProblem, result: LPResult, bound: float) -> bool:
+def proves_slack_above(problem: LayerProblem, result: LPResult, bound: float,
+                       needed: float | None = None) -> bool:
     """Whether an l_inf answer proves that no h fits `problem`'s band with slack <= `bound`.
 
     Both must hold: the point found needs a slack above the bound (it is no witness), and its
     objective exceeds the bound by more than ACCURACY_FACTOR times the solver's stated
     accuracy (so the true optimum does too). The one rule for a contradicted noise bound and
-    for the exact method's 'not_realizable' (the bound 0).
+    for the exact method's 'not_realizable' (the bound 0). `needed`: the slack result.h
+    needs (`slack_needed`), where the caller has it already.
     """
-    return (slack_needed(problem, result.h) > bound
+    needed = slack_needed(problem, result.h) if needed is None else needed
+    return (needed > bound
             and result.objective - ACCURACY_FACTOR * result.accuracy > bound)
 
 
@@ -280,14 +288,14 @@ def _solve_bounded(backend: Backend, problems: list[LayerProblem]) -> list[LPRes
     for i, (problem, check) in enumerate(zip(problems, results, strict=True)):
         if not check.success:
             continue
-        if proves_slack_above(linf[i], check, problem.t_max):
+        needed = slack_needed(linf[i], check.h)
+        if proves_slack_above(linf[i], check, problem.t_max, needed):
             check.status = Status.INFEASIBLE
             check.message = (f"the smallest l_inf slack {check.objective:.3g} (accuracy "
                              f"{check.accuracy:.1g}) exceeds the noise bound "
                              f"{problem.t_max:.3g}")
             continue
         if problem.norm == "l1":
-            needed = slack_needed(linf[i], check.h)
             ceilings.append((i, dataclasses.replace(problem, t_max=max(problem.t_max, needed))))
     answers = _solve_checked(backend, [ceiling for _, ceiling in ceilings])
     for (i, _), bounded in zip(ceilings, answers, strict=True):

@@ -216,9 +216,9 @@ class _Structure:
             dh = Minv_rh - self.Minv_v * dt[0]
         return np.concatenate([dh, dt])
 
-    def start(self, h0: np.ndarray | None) -> np.ndarray:
-        """A starting x: h0 (or 0) and slacks that make every band row hold."""
-        h = np.zeros(self.m) if h0 is None else h0.copy()
+    def start(self) -> np.ndarray:
+        """A starting x: h = 0 and slacks that make every band row hold."""
+        h = np.zeros(self.m)
         u = self.W.apply(h)
         lower, upper = self.p.shifted_band()
         need = np.zeros(self.n)
@@ -232,12 +232,12 @@ class _Structure:
 
 
 @on_one_thread
-def solve_ipm(problem: LayerProblem, *, h_start: np.ndarray | None = None, tol: float = 1e-9,
+def solve_ipm(problem: LayerProblem, *, tol: float = 1e-9,
               max_iter: int = 80) -> LPResult:
     """Mehrotra predictor-corrector on the structured normal equations (see _Structure)."""
     started = time.perf_counter()
     st = _Structure(problem)
-    x = st.start(h_start)
+    x = st.start()
     s, lam = _initial_slacks(st.g - st.G(x))
     n_con = len(s)
     norm_g, norm_c = 1 + np.linalg.norm(st.g), 1 + np.linalg.norm(st.c)

@@ -636,9 +636,10 @@ def _index(values: Sequence[str], value: str) -> int:
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
-    table = format_summary(summarise(_sorted(rows)))
+    ordered = _sorted(rows)
+    table = format_summary(summarise(ordered))
     settings = dict.fromkeys((r["generator"], r["task"], r["source"], r["noise_variance"])
-                             for r in _sorted(rows))
+                             for r in ordered)
     for setting in settings:  # a gradient method with no rows says why
         for method in GRADIENT_METHODS:
             if not any((r["generator"], r["task"], r["source"], r["noise_variance"],
