@@ -221,3 +221,12 @@ def test_the_front_door_shares_a_long_list_over_workers_in_chunks_and_keeps_orde
 def test_bad_n_jobs_at_the_front_door_is_named(n_jobs):
     with pytest.raises(InputError, match=r"n_jobs must be None, -1 or a positive int; got "):
         solvers.solve_many([], "auto", n_jobs=n_jobs)
+
+
+@pytest.mark.parametrize("n_jobs", [0, "2", 1.5, True])
+def test_bad_n_jobs_is_named_by_invert_for_one_sample_too(n_jobs):
+    """The walk and the front door share one check (`solvers.check_n_jobs`): a single
+    observation, which never reaches the worker check, is refused the same way."""
+    net = random_network([3, 8, 20], seed=0)
+    with pytest.raises(InputError, match=r"n_jobs must be None, -1 or a positive int; got "):
+        invert(net, net(np.ones(3)), n_jobs=n_jobs, progress=False)
