@@ -65,6 +65,47 @@ def least_squares(weight: np.ndarray, rhs: np.ndarray
 
 
 @on_one_thread
+def least_squares_factor(weight: np.ndarray, rhs: np.ndarray
+                         ) -> tuple[np.ndarray | None, bool, np.ndarray | None,
+                                    np.ndarray | None]:
+    """`least_squares`, also returning the upper Cholesky factor R of W' W (None where h is).
+
+    Returns (h, full_rank, W' W, R)."""
+    n, m = weight.shape
+    if n < m:
+        return None, False, None, None
+    normal = gram(weight)
+    factor, info = lapack.dpotrf(normal, lower=0, clean=1)
+    if info != 0:
+        return None, False, normal, None
+    diag = np.abs(np.diag(factor))
+    if diag.min() <= 1e-7 * diag.max():
+        return None, False, normal, None
+    return cho_solve(factor, weight.T @ rhs), True, normal, factor
+
+
+@on_one_thread
+def inverse_factor_bounds(factor: np.ndarray) -> tuple[float, float]:
+    """From an upper Cholesky factor R of W' W: (a lower bound on sigma_min(W),
+    max_i ||row i of R^-1||_2), both from R^-1 (LAPACK dtrtri, m^3 / 3 flops).
+
+    sigma_min(W) = 1 / ||R^-1||_2, and ||R^-1||_2 <= ||R^-1||_F and
+    <= sqrt(||R^-1||_1 ||R^-1||_inf): the smaller of the two gives a proven lower bound
+    (in exact arithmetic). Row i of R^-1 has the norm of row i of W^+ = R^-1 R^-T W'
+    (both squared give ((W' W)^-1)_ii), so |(h - h*)_i| <= ||row i||_2 ||W (h - h*)||_2.
+    """
+    inverse, info = lapack.dtrtri(factor, lower=0, unitdiag=0)
+    if info != 0:
+        return 0.0, float("inf")
+    inverse = np.triu(inverse)
+    absolute = np.abs(inverse)
+    frobenius = float(np.sqrt((inverse**2).sum()))
+    mixed = float(np.sqrt(absolute.sum(axis=0).max() * absolute.sum(axis=1).max()))
+    row_norm = float(np.sqrt((inverse**2).sum(axis=1).max()))
+    return 1.0 / min(frobenius, mixed), row_norm
+
+
+@on_one_thread
 def smallest_singular_value(weight: np.ndarray, normal: np.ndarray | None = None) -> float:
     """sigma_min of W (n x m), from the smallest eigenvalue of W' W (LAPACK dsyevr); 0 if n < m.
 

@@ -24,6 +24,7 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from layerinv import _linalg as linalg
 from layerinv.activations import Band
 from layerinv.operators import LinearOperator, as_operator
 from layerinv.results import Status
@@ -118,6 +119,29 @@ class LayerProblem:
                             float(self.slack_floors().max()) if self.norm == "linf" else 0.0)
 
 
+@dataclass
+class PinnedFit:
+    """One sample's least-squares fit of its pinned rows W_A h = c_A - b_A (the exact
+    method's eq. 4), and what the Cholesky factor R of W_A' W_A certifies (R' R = W_A' W_A).
+
+    The rows are W's own rows, unscaled: `sigma_min` and `inverse_row_norm` certify the
+    pinned rows in output units only where every pinned row has slope 1 (ReLU, LeakyReLU's
+    positive side); elsewhere the caller certifies the scaled rows itself.
+    """
+
+    h: np.ndarray | None
+    """The solution (m,); None where W_A has fewer rows than columns or is rank-deficient
+    (then `full_rank` is False). With no pinned row at all: zeros, full_rank False."""
+    full_rank: bool
+    sigma_min: float = float("nan")
+    """A proven lower bound on sigma_min(W_A) from R (nan where not certified)."""
+    inverse_row_norm: float = float("nan")
+    """max_i ||row i of W_A^+||_2 = max_i ||row i of R^-1||_2, so that
+    ||h - h*||_inf <= inverse_row_norm * ||W_A (h - h*)||_2 (nan where not certified)."""
+    gram: np.ndarray | None = None
+    """W_A' W_A (upper triangle) where this process formed it, for reuse; else None."""
+
+
 class Backend(ABC):
     """A solver backend: one layer problem in, one `LPResult` out.
 
@@ -125,6 +149,10 @@ class Backend(ABC):
     in one call); the default solves them one by one, a batched backend overrides it.
     The front door passes every answer through `check_result`, except from a backend that
     sets `checks_answers` (it returns only answers that passed it, as `Fallback` does).
+
+    `pinned_least_squares` is the exact method's shortcut for a whole batch (one layer, one
+    band per sample); the default runs `_linalg` sample by sample, a batched backend (the
+    PyTorch one) overrides it with batched Cholesky factorisations.
     """
 
     checks_answers: ClassVar[bool] = False
@@ -135,6 +163,26 @@ class Backend(ABC):
 
     def solve_many(self, problems: Sequence[LayerProblem]) -> list[LPResult]:
         return [self.solve(problem) for problem in problems]
+
+    def pinned_least_squares(self, operator: LinearOperator, bias: np.ndarray | None,
+                             bands: Sequence[Band], certify: bool) -> list[PinnedFit]:
+        """For each band: least squares on its pinned (two-sided) rows, target
+        band.center - bias there; with `certify`, the bounds R certifies (`PinnedFit`)."""
+        return [_pinned_fit(operator, bias, band, certify) for band in bands]
+
+
+def _pinned_fit(operator: LinearOperator, bias: np.ndarray | None, band: Band,
+                certify: bool) -> PinnedFit:
+    rows = band.two_sided
+    if not rows.any():
+        # The minimum-norm solution of the empty system, h = 0: a candidate to be checked.
+        return PinnedFit(np.zeros(operator.shape[1]), False)
+    target = band.center[rows] - (0.0 if bias is None else bias[rows])
+    h, full_rank, gram, factor = linalg.least_squares_factor(operator.rows(rows), target)
+    if not (certify and full_rank):
+        return PinnedFit(h, full_rank, gram=gram)
+    sigma_min, row_norm = linalg.inverse_factor_bounds(factor)
+    return PinnedFit(h, full_rank, sigma_min, row_norm, gram)
 
 
 @dataclass(frozen=True)
