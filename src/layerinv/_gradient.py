@@ -79,7 +79,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from layerinv._blas import one_torch_thread
-from layerinv._validation import as_float_array, check_choice, check_finite, check_positive
+from layerinv._validation import (
+    as_float_array,
+    check_choice,
+    check_finite,
+    check_positive,
+    sample_rngs,
+)
 from layerinv.errors import InputError
 from layerinv.network import Network
 from layerinv.results import Inversion, Status
@@ -675,23 +681,7 @@ RESTART_STREAM = 0x6764  # "gd"
 
 
 def _sample_rngs(seed: object, n_samples: int) -> list[np.random.Generator]:
-    if isinstance(seed, np.random.Generator):
-        return list(seed.spawn(n_samples))
-    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
-        return [_restart_rng(seed) for _ in range(n_samples)]
-    if isinstance(seed, Sequence | np.ndarray) and not isinstance(seed, str):
-        seeds = list(seed)
-        if len(seeds) != n_samples or not all(
-                isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in seeds):
-            raise InputError(f"seed as a sequence must hold one int per sample ({n_samples}); "
-                             f"got {seed!r}")
-        return [_restart_rng(int(s)) for s in seeds]
-    raise InputError(f"seed must be an int, a sequence of ints (one per sample), a numpy "
-                     f"Generator or None; got {seed!r}")
-
-
-def _restart_rng(seed: int | None) -> np.random.Generator:
-    return np.random.default_rng(None if seed is None else [seed, RESTART_STREAM])
+    return sample_rngs(seed, n_samples, RESTART_STREAM)
 
 
 def _initial_points(z0: object, k: int, n_samples: int, single: bool, restarts: int,

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import numbers
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -264,3 +264,28 @@ def save_npy(target: Path, array: np.ndarray, name: str) -> None:
     """numpy.save to an output path checked by `output_path`; see `write_output`."""
     write_output(target, name,
                  lambda handle: np.save(_Stream(handle), array, allow_pickle=False))
+
+
+def sample_rngs(seed: object, n_samples: int, stream: int) -> list[np.random.Generator]:
+    """One generator per sample from `seed`: an int or None (the same stream for every
+    sample: sample b of a batch then draws what a single call on it draws), a sequence of
+    n_samples ints, or a numpy Generator (spawned). An int s gives default_rng([s, stream]),
+    never default_rng(s): `stream` is a non-zero tag per use, so a user who drew z* with
+    default_rng(0) and ran a method with seed 0 does not get z* as a start."""
+    if isinstance(seed, np.random.Generator):
+        return list(seed.spawn(n_samples))
+    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
+        return [_tagged_rng(seed, stream) for _ in range(n_samples)]
+    if isinstance(seed, Sequence | np.ndarray) and not isinstance(seed, str):
+        seeds = list(seed)
+        if len(seeds) != n_samples or not all(
+                isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in seeds):
+            raise InputError(f"seed as a sequence must hold one int per sample ({n_samples}); "
+                             f"got {seed!r}")
+        return [_tagged_rng(int(s), stream) for s in seeds]
+    raise InputError(f"seed must be an int, a sequence of ints (one per sample), a numpy "
+                     f"Generator or None; got {seed!r}")
+
+
+def _tagged_rng(seed: int | None, stream: int) -> np.random.Generator:
+    return np.random.default_rng(None if seed is None else [seed, stream])

@@ -47,6 +47,9 @@ class Status(StrEnum):
     STALLED = "stalled"
     DIVERGED = "diverged"
     MAX_STEPS = "max_steps"
+    # The pattern method (`_pattern.py`): a whole-network fit on one activation region.
+    LOCAL_OPTIMUM = "local_optimum"
+    NOT_IDENTIFIABLE = "not_identifiable"
 
     def __repr__(self) -> str:
         return repr(self.value)
@@ -117,6 +120,31 @@ class LayerReport:
 
 
 @dataclass
+class PatternReport:
+    """What the pattern method found for one sample (`_pattern.py`)."""
+
+    loss: str
+    """'l2', 'linf' or 'l1' (each plus prior ||z||^2)."""
+    objective: float
+    """The objective at z (l2: the mean square of the residual, as gradient descent's)."""
+    regions_visited: int
+    """Regions solved in the certified local searches (the Gauss-Newton phase not counted)."""
+    local_optimum: bool
+    """Certified: optimal on its region (KKT), and no flip across a binding face improves."""
+    sigma_min: float
+    """Smallest singular value of A J_P, the measured Jacobian on z's region."""
+    identifiable: bool
+    """A J_P has full column rank: z is the only point of its region with its output."""
+    error_bound: float
+    """||z - z*||_inf <= this, valid where z* lies in z's region (inf: not identifiable)."""
+    pattern: tuple = field(repr=False)
+    """Per layer, which units are on at z (bool arrays)."""
+    starts: int
+    seconds: float
+    message: str = ""
+
+
+@dataclass
 class Inversion:
     """The result of `invert`, modelled on scipy.optimize.OptimizeResult.
 
@@ -155,6 +183,9 @@ class Inversion:
     single: bool | None = field(default=None, kw_only=True, repr=False)
     """True: the result of one observation (unbatched fields); False: of a batch. `from_batch`
     sets it; a result built by hand without it reads it off z's shape ((k,) or (B, k))."""
+    regions: list | PatternReport | None = field(default=None, kw_only=True, repr=False)
+    """The pattern method: a PatternReport per sample (one for a single observation); else
+    None."""
 
     def __post_init__(self) -> None:
         if self.single is None:
@@ -163,19 +194,27 @@ class Inversion:
     @classmethod
     def from_batch(cls, z: np.ndarray, success: Sequence, status: Sequence, layers: Sequence,
                    residual: Sequence, seconds: float, method: str,
-                   history: Sequence | None = None, *, single: bool) -> Inversion:
+                   history: Sequence | None = None, *, single: bool,
+                   regions: Sequence[PatternReport] | None = None) -> Inversion:
         """The result of a batch of B observations, every per-sample argument with a leading
-        axis of B (`layers`: B lists of reports; `history`: B arrays, or None); `single`: the
-        caller gave one observation, so every per-sample field is unwrapped to sample 0's."""
+        axis of B (`layers`: B lists of reports; `history`: B arrays, or None; `regions`: B
+        PatternReports, or None); `single`: the caller gave one observation, so every
+        per-sample field is unwrapped to sample 0's."""
         return cls(unwrap(z, single), unwrap(np.asarray(success, dtype=bool), single, bool),
                    unwrap(_statuses(status), single), unwrap(list(layers), single),
                    unwrap(np.asarray(residual, dtype=np.float64), single, float), seconds,
                    method, None if history is None else unwrap(history, single),
-                   single=single)
+                   single=single,
+                   regions=None if regions is None else unwrap(list(regions), single))
 
     @property
     def certified(self) -> np.ndarray | bool:
-        """True where every layer is uniquely invertible with a computed sigma_min > 0."""
+        """True where every layer is uniquely invertible with a computed sigma_min > 0; for
+        the pattern method, where z's region is identifiable and z a certified local optimum
+        (or better) on it."""
+        if self.regions is not None:
+            return self._per_region(lambda r: r.identifiable and r.local_optimum)
+
         def one(reports: list[LayerReport]) -> bool:
             # No reports (gradient methods): nothing was certified.
             return bool(reports) and all(r.unique and r.sigma_min > 0 for r in reports)
@@ -186,7 +225,11 @@ class Inversion:
 
     @property
     def error_bound(self) -> np.ndarray | float:
-        """Certified bound on ||z - z*||_inf (the first layer's error_bound); see LayerReport."""
+        """Certified bound on ||z - z*||_inf (the first layer's error_bound); see LayerReport.
+        The pattern method: its region's bound (PatternReport.error_bound)."""
+        if self.regions is not None:
+            return self._per_region(lambda r: r.error_bound)
+
         def first(reports: list[LayerReport]) -> float:
             return reports[0].error_bound if reports else float("nan")  # nan: no certificate
 
@@ -202,6 +245,11 @@ class Inversion:
     @property
     def layer_seconds(self) -> np.ndarray:
         return self._per_layer("seconds")
+
+    def _per_region(self, read: Callable[[PatternReport], Any]) -> Any:
+        if self.single:
+            return read(self.regions)
+        return np.array([read(report) for report in self.regions])
 
     def _per_layer(self, name: str) -> np.ndarray:
         table = np.array([[getattr(r, name) for r in reports] for reports in self._samples()])
