@@ -216,7 +216,9 @@ def _gradient_descent(generator: Network | nn.Module | Sequence[Network], x: obj
         one such network per sample.
     z0 : array, optional
         Starting points: (k,) or (B, k) for the first restart of each sample, or (R0, k) /
-        (B, R0, k) for the first R0 <= restarts. The other restarts are drawn N(0, I).
+        (B, R0, k) for the first R0 <= restarts. The other restarts are drawn N(0, I): the
+        first restarts - R0 of the draws a run without z0 would make, so a run with z0 and
+        restarts + R0 contains every chain of the run without z0 and `restarts`.
     latent_dim : int, optional
         k, for a module; found otherwise from z0 or from the module's first nn.Linear.
     success_tol : float > 0
@@ -320,10 +322,13 @@ def refine(generator: Network | nn.Module, x: object, start: Inversion | object,
 
     `start` is an Inversion (its z is the starting point; its seconds are added and its layer
     reports kept) or starting latents of shape (k,) / (B, k). Options are those of
-    `gradient_descent`; the defaults differ: one restart (the start), and
-    target_fit=REFINE_TARGET unless a target_loss or target_fit is given (a sample stops once
-    the root mean square of its residual is below REFINE_TARGET * max|x|), so an LP answer that
-    already fits costs one forward pass. The start is iterate 0 and
+    `gradient_descent`; the defaults differ: restarts is the preset's plus one, the start
+    being one chain among the preset's random restarts (the very chains `gd` runs with the
+    same seed, so the answer's loss is never above gd's with the same restarts and budget,
+    up to round-off), and target_fit=REFINE_TARGET unless a target_loss or target_fit is
+    given (a sample stops once the root mean square of its residual is below REFINE_TARGET *
+    max|x|), so an LP answer that already fits costs one forward pass. The start is iterate 0
+    and
     the lowest-loss iterate is returned, so the result never fits worse than the start. Useful
     where a layer is not expansive enough for the LP to pin a unique answer.
     """
@@ -334,7 +339,9 @@ def refine(generator: Network | nn.Module, x: object, start: Inversion | object,
         z_start, lp_seconds, layers = start.z, start.seconds, start.layers
     else:
         z_start, lp_seconds, layers = start, 0.0, None
-    options.setdefault("restarts", 1)
+    if options.get("restarts") is None:
+        preset = check_choice(options.get("preset", DEFAULT_PRESET), tuple(PRESETS), "preset")
+        options["restarts"] = PRESETS[preset]["restarts"] + 1
     if options.get("target_loss") is None and options.get("target_fit") is None:
         options["target_fit"] = REFINE_TARGET
     result = gradient_descent(generator, x, z0=z_start, **options)
@@ -705,8 +712,9 @@ def _initial_points(z0: object, k: int, n_samples: int, single: bool, restarts: 
         raise InputError(f"z0 holds {given.shape[1]} starting points per sample but restarts is "
                          f"{restarts}; raise restarts")
     check_finite(given, "z0")
-    starts[:, : given.shape[1]] = given
-    return starts
+    # The given points first, then the draws in their own order (not overwriting the first
+    # draws): the draws of a run without z0 stay the same chains.
+    return np.concatenate([given, starts[:, : restarts - given.shape[1]]], axis=1)
 
 
 # ----------------------------------------------------------------------------- the loop
