@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from layerinv._blas import single_threaded_blas
 from layerinv._layer_inversion import EXCURSION_FACTOR, LayerOptions
 from layerinv._validation import check_batch, check_choice, check_positive, sample_rngs
 from layerinv.errors import InputError
@@ -486,12 +487,12 @@ def _jacobians(net: Network, objective: Objective, z: np.ndarray
         slope = np.where(u >= 0, kink.above, kink.below)
         matrix = (slope.T[:, :, None] * jac).reshape(layer.n_out, count * k)
         x = layer.activation.forward(u)
-    matrix = matrix.reshape(-1, count, k).transpose(1, 0, 2)
-    offset = x - (matrix @ z[:, :, None])[:, :, 0]
+    # c_P = G(z) - J_P z, then both measured: A J_P as one (m, n) x (n, S k) product.
+    offset = x - np.einsum("nsk,sk->sn", matrix.reshape(-1, count, k), z, optimize=True)
     if objective.rows is not None:
         matrix = objective.rows @ matrix
         offset = offset @ objective.rows.T
-    return matrix, offset - objective.target
+    return matrix.reshape(-1, count, k).transpose(1, 0, 2), offset - objective.target
 
 
 def _values_at(net: Network, objective: Objective, z: np.ndarray) -> np.ndarray:
@@ -548,6 +549,15 @@ def invert_pattern(net: Network, x: object, *, loss: str = "l2", prior: float = 
     if extra is not None and extra.shape != (len(batch), net.input_dim):
         raise InputError(f"start must have shape ({len(batch)}, {net.input_dim}); got "
                          f"{np.shape(start)}")
+    with single_threaded_blas():  # _blas.py: threads cost 10x on busy cores
+        return _invert_batch(net, batch, single, loss, prior, starts, seed, max_regions,
+                             noise, rtol, extra, rows, progress)
+
+
+def _invert_batch(net: Network, batch: np.ndarray, single: bool, loss: str, prior: float,
+                  starts: int, seed: object, max_regions: int, noise: float | None,
+                  rtol: float, extra: np.ndarray | None, rows: np.ndarray | None,
+                  progress: bool | None) -> Inversion:
     began = time.perf_counter()
     points = _start_points(net.input_dim, len(batch), extra, starts, seed)
     per_sample = points.shape[1]

@@ -14,6 +14,8 @@ residual. Which method does what:
   P(v) = G(invert(G, v, projection).z), certify off (see `pgd_options`).
 - `Magnitude` ('pgd', the default): alternating phase retrieval, sign estimation and the
   linear PGD above, from a spectral start (see below).
+- 'pattern' on every linear operator: the whole network fitted on activation regions
+  (`_pattern.py`), A G(z) being affine on each; a Mask folds into the network first.
 - 'gd' on every operator: gradient descent on the latent, loss mean_j (A(G(z)) - y)_j^2, the
   CSGM estimator (Bora et al. 2017), `layerinv._gradient.gradient_descent` with
   `measurement=measurement.to_torch()` and its presets (`preset='bora2017'` by default: Adam,
@@ -95,7 +97,7 @@ from layerinv.results import Inversion, Reconstruction, Status
 
 PGD_STATUSES = (Status.CONVERGED, Status.STALLED, Status.MAX_STEPS)
 PROJECTIONS = ("linf", "l1")
-METHODS = ("auto", *LP_METHODS, "lp+gd", "gd", "pgd")
+METHODS = ("auto", *LP_METHODS, "lp+gd", "gd", "pgd", "pattern")
 ROUNDOFF = 1e-13
 """A measurement loss at or below this times ||y|| counts as an exact fit (stop)."""
 RESTART_STREAM = 0x706764  # "pgd"
@@ -116,14 +118,15 @@ def reconstruct(net: Network, y: object, measurement: Measurement, method: str =
     measurement : Measurement
         `Identity`, `Mask`, `Matrix`, `Gaussian` or `Magnitude` from `layerinv.measurements`;
         its in_dim must equal net.output_dim.
-    method : {'auto', 'exact', 'linf', 'l1', 'lp+gd', 'gd', 'pgd'}
+    method : {'auto', 'exact', 'linf', 'l1', 'lp+gd', 'gd', 'pgd', 'pattern'}
         'auto': 'linf' for Identity and Mask, 'pgd' otherwise. The LP methods need Identity or
-        Mask; 'pgd' and 'gd' take every operator.
+        Mask; 'pattern' any linear operator; 'pgd' and 'gd' take every operator.
     progress : bool, optional
         A progress bar; None shows one only for runs longer than two seconds.
     **options
         LP methods and 'lp+gd': `invert`'s options (noise, solver, ...); 'gd': those of
-        `gradient_descent` (preset, steps, restarts, seed, ...); 'pgd': those of `pgd`.
+        `gradient_descent` (preset, steps, restarts, seed, ...); 'pgd': those of `pgd`;
+        'pattern': those of `invert(method='pattern')` (loss, prior, starts, seed, ...).
     """
     if not isinstance(net, Network):
         raise InputError(f"net must be a layerinv.Network; got {type(net).__name__}")
@@ -143,6 +146,8 @@ def reconstruct(net: Network, y: object, measurement: Measurement, method: str =
     if method == "pgd":
         _check_options(options, pgd, "pgd")
         result = pgd(net, y, measurement, progress=progress, **options)
+    elif method == "pattern":
+        result = _pattern_solve(net, y, measurement, progress, options)
     elif method == "gd":
         from layerinv._gradient import gradient_descent
 
@@ -156,9 +161,25 @@ def reconstruct(net: Network, y: object, measurement: Measurement, method: str =
     return Reconstruction.from_batch(result, signal, fit, measurement, single=single)
 
 
+def _pattern_solve(net: Network, y: object, measurement: Measurement,
+                   progress: bool | None, options: dict[str, Any]) -> Inversion:
+    """'pattern': the whole network on activation regions (`_pattern.invert_pattern`); a
+    mask folds into the network as for the LP methods, any other linear A enters the
+    objective as its matrix (A G(z) is affine on a region too)."""
+    from layerinv._pattern import invert_pattern
+
+    _check_options(options, invert_pattern, "pattern")
+    if measurement.foldable:
+        return invert_pattern(measurement.fold(net), y, progress=progress, **options)
+    if not measurement.linear:
+        raise InputError(f"method 'pattern' needs a linear measurement (A G(z) affine on a "
+                         f"region); for {measurement!r} use 'pgd' or 'gd'")
+    return invert_pattern(net, y, rows=measurement.matrix, progress=progress, **options)
+
+
 def _check_options(options: dict[str, Any], function: Any, method: str) -> None:
     known = set(inspect.signature(function).parameters) - {"net", "generator", "x", "y",
-                                                            "measurement"}
+                                                            "measurement", "rows"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise InputError(f"options {unknown} do not apply to method={method!r}; it takes "
