@@ -6,9 +6,12 @@ Backends (one private module each, each ending in `BACKEND = ...`):
   also where exact.py builds and runs its HiGHS models.
 - 'cvxopt' (`_cvxopt.py`): cvxopt's LP solver (the paper authors' choice), a reference.
 - 'daqp' (`_daqp.py`): DAQP's dual active set warm-started from the least-squares point
-  (optional package `daqp`), certified by its own duality bound; not the default yet.
-- 'auto': the interior point, and HiGHS whenever it reports trouble (a Cholesky that fails
-  even with regularisation, no convergence, an answer the post-check rejects).
+  (package `daqp`), certified by its own duality bound.
+- 'auto': DAQP where it measured faster than the interior point (`daqp_pays`), else the
+  interior point; then the interior point where DAQP's checked answer is a numerical error
+  or a cap (an uncertified DAQP answer is one), and HiGHS where the interior point's is (a
+  Cholesky that fails even with regularisation, no convergence, an answer the post-check
+  rejects). Without the daqp package: the interior point, then HiGHS.
 `layerinv._linalg` holds the dense linear algebra (Gram, Cholesky, least squares) they share
 with the layer inversion; `problem.py` what every backend takes and returns.
 
@@ -33,8 +36,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from layerinv._blas import on_one_thread
 from layerinv._processes import check_main_guarded, make_chunks, map_local, resolve_workers
@@ -59,6 +64,7 @@ __all__ = [
     "LPResult",
     "LayerProblem",
     "check_workers",
+    "daqp_pays",
     "get",
     "names",
     "proves_slack_above",
@@ -95,17 +101,24 @@ def get(name: object) -> Backend:
 
 @dataclass(frozen=True)
 class Fallback(Backend):
-    """`first`, and `second` wherever first's checked answer is a numerical error or a cap."""
+    """`first`, and `second` wherever first's checked answer is a numerical error or a cap.
+
+    `use_first` (if given) says per problem whether `first` is worth trying at all: where it
+    says False, `second` alone solves the problem.
+    """
 
     first: Backend
     second: Backend
+    use_first: Callable[[LayerProblem], bool] | None = None
     checks_answers = True  # both answers pass check_result here: the front door skips it
 
     def solve(self, problem: LayerProblem) -> LPResult:
-        result = check_result(problem, self.first.solve(problem))
+        if self.use_first is not None and not self.use_first(problem):
+            return _checked(self.second, problem)
+        result = _checked(self.first, problem)
         if result.status not in (Status.NUMERICAL_ERROR, Status.MAX_STEPS):
             return result
-        fallback = check_result(problem, self.second.solve(problem))
+        fallback = _checked(self.second, problem)
         why = "" if fallback.success else f" ({fallback.status}: {fallback.message})"
         fallback.message = (f"{result.solver}: {result.status}; solved by {fallback.solver} "
                             f"instead{why}")
@@ -113,7 +126,61 @@ class Fallback(Backend):
         return fallback
 
 
-register("auto", Fallback(_ipm.BACKEND, _highs.BACKEND))
+def _checked(backend: Backend, problem: LayerProblem) -> LPResult:
+    """backend's answer to one problem, through check_result unless the backend checks its own."""
+    answer = backend.solve(problem)
+    return answer if backend.checks_answers else check_result(problem, answer)
+
+
+def daqp_pays(problem: LayerProblem) -> bool:
+    """Whether 'auto' tries DAQP first on `problem`: where daqp imports and DAQP measured
+    faster than the interior point on such a layer LP.
+
+    The rule (m = unknowns, n = rows):
+    - l_1: n + m <= L1_COLUMNS. DAQP gets the dense explicit form with one slack column per
+      row, and its cost grows with those n + m columns far faster than the interior point's,
+      which eliminates the slacks. DAQP/ipm time, ReLU layers, noise 1e-3: (40, 10) 0.27,
+      (100, 20) 0.71, (80, 40) 0.79, (130, 20) 1.01, (100, 40) 1.39, (250, 20) 3-7,
+      (250, 110) 5-19, (600, 250) 36-90; LeakyReLU (all rows two-sided, so twice the
+      explicit rows): (60, 20) 0.74, (80, 20) 1.39, (60, 40) 1.15.
+    - l_inf with a positive slack floor (the observation proves noise: a ReLU output below
+      0), m <= LINF_FLOOR_INPUTS: the optimum then mostly sits at the floor, few rows bind,
+      and the warm start is a few dozen pivots away. Measured on captured ReLU layer LPs
+      (uniform noise 1e-4 to 1e-1 of max|x|, with and without a stated bound): (600, 250)
+      0.30-0.66, (784, 60) 0.22-0.35, (500, 30) 0.16-0.24; (800, 350) 0.73-0.77 and
+      (1000, 500) 1.5-3.2 (hence the limit).
+    - l_inf without one, m <= LINF_INPUTS where some rows are one-sided (ReLU rows below the
+      threshold: hidden ReLU layers, whose observation is an estimate >= 0), else m <=
+      LINF_TWO_SIDED_INPUTS: there the optimum is a Chebyshev vertex with m + 1 binding rows,
+      each a pivot of O((n + m)^2). Measured: hidden ReLU (250, 20) 0.18-0.22, (250, 110)
+      0.57-0.89, (350, 150) 0.93-1.51; identity, LeakyReLU, sigmoid and tanh layers
+      (n about 2.5 m): m = 20 0.18-0.26, m = 60 0.45-0.54, m = 80 0.74-0.81, m = 100
+      1.05-1.31, m = 200 2.0-2.3.
+    Where the rule says no, the interior point comes first. Measured by
+    `python benchmarks/bench_lp_engines.py --grid` (the captured LPs) and the random layer
+    LPs of `--random`; the lead's table is in ARCHITECTURE.md.
+    """
+    if not _daqp.available():
+        return False
+    m, n = problem.n_inputs, problem.n_rows
+    if problem.norm == "l1":
+        return n + m <= L1_COLUMNS
+    if float(problem.slack_floors()[0]) > 0.0:
+        return m <= LINF_FLOOR_INPUTS
+    band = problem.band
+    one_sided = np.isfinite(band.upper) != np.isfinite(band.lower)
+    return m <= (LINF_INPUTS if one_sided.any() else LINF_TWO_SIDED_INPUTS)
+
+
+# The limits of `daqp_pays` (measured there).
+L1_COLUMNS = 80
+LINF_FLOOR_INPUTS = 300
+LINF_INPUTS = 120
+LINF_TWO_SIDED_INPUTS = 80
+
+_INTERIOR = Fallback(_ipm.BACKEND, _highs.BACKEND)
+
+register("auto", Fallback(_daqp.BACKEND, _INTERIOR, use_first=daqp_pays))
 register("ipm", _ipm.BACKEND)
 register("highs", _highs.BACKEND)
 register("cvxopt", _cvxopt.BACKEND)
