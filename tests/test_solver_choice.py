@@ -72,30 +72,34 @@ def test_an_uncertified_daqp_answer_is_never_optimal_under_auto(monkeypatch, nor
 
 
 # ------------------------------------------------------------------ the rule
-def layer(m: int, n: int, norm: str, *, floor: bool, one_sided: bool) -> LayerProblem:
+def layer(m: int, n: int, norm: str, *, floor: float, one_sided: bool) -> LayerProblem:
     """A layer LP of the shape asked for: a ReLU band with (one_sided) or without rows below
-    the threshold, a positive slack floor (a ReLU output below 0) or none."""
+    the threshold, and a slack floor of `floor` times max|y| (a ReLU output below 0) or
+    none (0)."""
     rng = np.random.default_rng(0)
     y = np.abs(rng.normal(size=n)) + 1.0
     if one_sided:
         y[: n // 2] = 0.0
-    if floor:
-        y[0] = -1e-3
-    band = get_activation("relu").band(y, threshold=1e-2)
-    assert bool(band.t_floor.max() > 0) == floor
+    if floor > 0:
+        y[0] = -floor * y.max()
+    band = get_activation("relu").band(y, threshold=0.1 * floor * y.max() + 1e-6)
+    assert bool(band.t_floor.max() > 0) == (floor > 0)
     return LayerProblem(rng.normal(size=(n, m)), None, band, np.zeros(m), np.full(m, np.inf),
                         norm)
 
 
 @pytest.mark.parametrize(("m", "n", "norm", "floor", "one_sided", "pays"), [
-    (20, 60, "l1", True, True, True),        # n + m = 80: DAQP 0.30-0.44x the interior point
-    (20, 61, "l1", True, True, False),       # 81 columns: beyond L1_COLUMNS
-    (300, 600, "linf", True, True, True),    # a slack floor: up to 300 unknowns
-    (301, 600, "linf", True, True, False),
-    (120, 250, "linf", False, True, True),   # hidden ReLU layer (no floor): up to 120
-    (121, 250, "linf", False, True, False),
-    (80, 200, "linf", False, False, True),   # every row two-sided, no floor: up to 80
-    (81, 200, "linf", False, False, False),
+    (20, 60, "l1", 1e-3, True, True),        # n + m = 80: DAQP 0.30-0.44x the interior point
+    (20, 61, "l1", 1e-3, True, False),       # 81 columns: beyond L1_COLUMNS
+    (300, 600, "linf", 1e-3, True, True),    # a slack floor: up to 300 unknowns
+    (301, 600, "linf", 1e-3, True, False),
+    (120, 250, "linf", 0.0, True, True),     # hidden ReLU layer (no floor): up to 120
+    (121, 250, "linf", 0.0, True, False),
+    (80, 200, "linf", 0.0, False, True),     # every row two-sided, no floor: up to 80
+    (81, 200, "linf", 0.0, False, False),
+    (20, 200, "linf", 0.029, True, True),    # a floor up to FAR_FLOOR of max|y|
+    (20, 200, "linf", 0.031, True, False),   # beyond: far from the range, a vertex misleads
+    (20, 50, "l1", 0.031, True, False),
 ])
 def test_daqp_goes_first_where_it_measured_faster(m, n, norm, floor, one_sided, pays):
     problem = layer(m, n, norm, floor=floor, one_sided=one_sided)

@@ -156,11 +156,19 @@ def daqp_pays(problem: LayerProblem) -> bool:
       0.57-0.89, (350, 150) 0.93-1.51; identity, LeakyReLU, sigmoid and tanh layers
       (n about 2.5 m): m = 20 0.18-0.26, m = 60 0.45-0.54, m = 80 0.74-0.81, m = 100
       1.05-1.31, m = 200 2.0-2.3.
+    - Neither where the slack floor exceeds FAR_FLOOR times the largest band end: the
+      observation is then far from the network's range (noise above a few % of max|y|, or a
+      point gradient descent projects), the LP's optimal face is large, and DAQP returns a
+      vertex of it where the interior point returns a central point. On LP-projected
+      gradient descent (tests/test_reconstruct.py, plain PGD on a 20 x 100 x 500 net) the
+      vertex of the first projection (floor 0.13-0.15 of max|y|) zeroed the hidden units,
+      and PGD stalled at z = 0 (relative error 1.0; interior point 5e-7); with this limit
+      (also with 0.01 or 0.1) it converged (4e-7).
     Where the rule says no, the interior point comes first. Measured by
     `python benchmarks/bench_lp_engines.py --grid` (the captured LPs) and the random layer
     LPs of `--random`; the lead's table is in ARCHITECTURE.md.
     """
-    if not _daqp.available():
+    if not _daqp.available() or _far_from_range(problem):
         return False
     m, n = problem.n_inputs, problem.n_rows
     if problem.norm == "l1":
@@ -172,7 +180,18 @@ def daqp_pays(problem: LayerProblem) -> bool:
     return m <= (LINF_INPUTS if one_sided.any() else LINF_TWO_SIDED_INPUTS)
 
 
+def _far_from_range(problem: LayerProblem) -> bool:
+    """Whether the slack floor (what y alone proves about the noise) exceeds FAR_FLOOR times
+    the largest finite band end (about max|y|)."""
+    band = problem.band
+    ends = np.concatenate([band.upper[np.isfinite(band.upper)],
+                           band.lower[np.isfinite(band.lower)]])
+    floor = float(problem.slack_floors().max(initial=0.0))
+    return floor > FAR_FLOOR * float(np.max(np.abs(ends), initial=0.0))
+
+
 # The limits of `daqp_pays` (measured there).
+FAR_FLOOR = 0.03
 L1_COLUMNS = 80
 LINF_FLOOR_INPUTS = 300
 LINF_INPUTS = 120
