@@ -168,7 +168,7 @@ def daqp_pays(problem: LayerProblem) -> bool:
       (also with 0.01 or 0.1) it converged (4e-7).
     Where the rule says no, the interior point comes first. The rule is about time: DAQP's
     answer is a vertex of the LP's optimal face, the interior point's a central point, and
-    where that face is large the latent error differs (measured, 15 noisy instances each,
+    where that face is large the latent error differs (measured, 15-40 noisy instances,
     DAQP's median latent error over the interior point's: 110 x 250 x 600 0.94 / 1.06 /
     1.20 at noise 1e-4 / 1e-3 / 1e-2; 20 x 60 x 784 1.42 / 1.32 / 1.50). Measured by
     `python benchmarks/bench_lp_engines.py --grid` (the captured LPs) and the random layer
