@@ -6,9 +6,12 @@ Backends (one private module each, each ending in `BACKEND = ...`):
   also where exact.py builds and runs its HiGHS models.
 - 'cvxopt' (`_cvxopt.py`): cvxopt's LP solver (the paper authors' choice), a reference.
 - 'daqp' (`_daqp.py`): DAQP's dual active set warm-started from the least-squares point
-  (optional package `daqp`), certified by its own duality bound; not the default yet.
-- 'auto': the interior point, and HiGHS whenever it reports trouble (a Cholesky that fails
-  even with regularisation, no convergence, an answer the post-check rejects).
+  (package `daqp`), certified by its own duality bound.
+- 'auto': DAQP where it measured faster than the interior point (`daqp_pays`), else the
+  interior point; then the interior point where DAQP's checked answer is a numerical error
+  or a cap (an uncertified DAQP answer is one), and HiGHS where the interior point's is (a
+  Cholesky that fails even with regularisation, no convergence, an answer the post-check
+  rejects). Without the daqp package: the interior point, then HiGHS.
 `layerinv._linalg` holds the dense linear algebra (Gram, Cholesky, least squares) they share
 with the layer inversion; `problem.py` what every backend takes and returns.
 
@@ -33,8 +36,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from layerinv._blas import on_one_thread
 from layerinv._processes import check_main_guarded, make_chunks, map_local, resolve_workers
@@ -59,6 +64,7 @@ __all__ = [
     "LPResult",
     "LayerProblem",
     "check_workers",
+    "daqp_pays",
     "get",
     "names",
     "proves_slack_above",
@@ -95,17 +101,24 @@ def get(name: object) -> Backend:
 
 @dataclass(frozen=True)
 class Fallback(Backend):
-    """`first`, and `second` wherever first's checked answer is a numerical error or a cap."""
+    """`first`, and `second` wherever first's checked answer is a numerical error or a cap.
+
+    `use_first` (if given) says per problem whether `first` is worth trying at all: where it
+    says False, `second` alone solves the problem.
+    """
 
     first: Backend
     second: Backend
+    use_first: Callable[[LayerProblem], bool] | None = None
     checks_answers = True  # both answers pass check_result here: the front door skips it
 
     def solve(self, problem: LayerProblem) -> LPResult:
-        result = check_result(problem, self.first.solve(problem))
+        if self.use_first is not None and not self.use_first(problem):
+            return _checked(self.second, problem)
+        result = _checked(self.first, problem)
         if result.status not in (Status.NUMERICAL_ERROR, Status.MAX_STEPS):
             return result
-        fallback = check_result(problem, self.second.solve(problem))
+        fallback = _checked(self.second, problem)
         why = "" if fallback.success else f" ({fallback.status}: {fallback.message})"
         fallback.message = (f"{result.solver}: {result.status}; solved by {fallback.solver} "
                             f"instead{why}")
@@ -113,7 +126,86 @@ class Fallback(Backend):
         return fallback
 
 
-register("auto", Fallback(_ipm.BACKEND, _highs.BACKEND))
+def _checked(backend: Backend, problem: LayerProblem) -> LPResult:
+    """backend's answer to one problem, through check_result unless the backend checks its own."""
+    answer = backend.solve(problem)
+    return answer if backend.checks_answers else check_result(problem, answer)
+
+
+def daqp_pays(problem: LayerProblem) -> bool:
+    """Whether 'auto' tries DAQP first on `problem`: where daqp imports and DAQP measured
+    faster than the interior point on such a layer LP.
+
+    The rule (m = unknowns, n = rows):
+    - l_1: n + m <= L1_COLUMNS. DAQP gets the dense explicit form with one slack column per
+      row, and its cost grows with those n + m columns far faster than the interior point's,
+      which eliminates the slacks. DAQP/ipm time, layer (n, m): captured ReLU layers
+      (noise 1e-4 to 1e-1, with and without a bound) (30, 20) 0.20-0.30, (60, 20) 0.23-0.42,
+      (250, 20) 3.7-5.8, (250, 110) 4.6-12, (500, 30) 13-36, (600, 250) 32-92, (784, 60)
+      50-140; random ReLU layers (noise 1e-3) (40, 10) 0.27, (100, 20) 0.71, (80, 40) 0.79,
+      (130, 20) 1.01, (100, 40) 1.39; LeakyReLU (every row two-sided, so twice the explicit
+      rows) (60, 20) 0.74, (80, 20) 1.39, (60, 40) 1.15.
+    - l_inf with a positive slack floor (the observation proves noise: a ReLU output below
+      0), m <= LINF_FLOOR_INPUTS: the optimum then mostly sits at the floor, few rows bind,
+      and the warm start is a few dozen pivots away. Measured on captured ReLU layer LPs
+      (uniform noise 1e-4 to 1e-1 of max|x|, with and without a stated bound): (600, 250)
+      0.23-0.65, (784, 60) 0.18-0.24, (500, 30) 0.16-0.25; (800, 350) 0.73-0.77 and
+      (1000, 500) 1.5-3.2 (hence the limit).
+    - l_inf without one, m <= LINF_INPUTS where some rows are one-sided (ReLU rows below the
+      threshold: hidden ReLU layers, whose observation is an estimate >= 0), else m <=
+      LINF_TWO_SIDED_INPUTS: there the optimum is a Chebyshev vertex with m + 1 binding rows,
+      each a pivot of O((n + m)^2). Measured: hidden ReLU (250, 20) 0.17-0.20, (250, 110)
+      0.47-0.89, (350, 150) 0.93-1.51; identity, LeakyReLU, sigmoid and tanh layers
+      (n about 2.5 m): m = 20 0.18-0.26, m = 60 0.45-0.54, m = 80 0.74-0.81, m = 100
+      1.05-1.31, m = 200 2.0-2.3.
+    - Neither where the slack floor exceeds FAR_FLOOR times the largest band end: the
+      observation is then far from the network's range (noise above a few % of max|y|, or a
+      point gradient descent projects), the LP's optimal face is large, and DAQP returns a
+      vertex of it where the interior point returns a central point. On LP-projected
+      gradient descent (tests/test_reconstruct.py, plain PGD on a 20 x 100 x 500 net) the
+      vertex of the first projection (floor 0.13-0.15 of max|y|) zeroed the hidden units,
+      and PGD stalled at z = 0 (relative error 1.0; interior point 5e-7); with this limit
+      (also with 0.01 or 0.1) it converged (4e-7).
+    Where the rule says no, the interior point comes first. The rule is about time: DAQP's
+    answer is a vertex of the LP's optimal face, the interior point's a central point, and
+    where that face is large the latent error differs (measured, 15-40 noisy instances,
+    DAQP's median latent error over the interior point's: 110 x 250 x 600 0.94 / 1.06 /
+    1.20 at noise 1e-4 / 1e-3 / 1e-2; 20 x 60 x 784 1.42 / 1.32 / 1.50). Measured by
+    `python benchmarks/bench_lp_engines.py --grid` (the captured LPs) and the random layer
+    LPs of `--random`; the lead's table is in ARCHITECTURE.md.
+    """
+    if not _daqp.available() or _far_from_range(problem):
+        return False
+    m, n = problem.n_inputs, problem.n_rows
+    if problem.norm == "l1":
+        return n + m <= L1_COLUMNS
+    if float(problem.slack_floors()[0]) > 0.0:
+        return m <= LINF_FLOOR_INPUTS
+    band = problem.band
+    one_sided = np.isfinite(band.upper) != np.isfinite(band.lower)
+    return m <= (LINF_INPUTS if one_sided.any() else LINF_TWO_SIDED_INPUTS)
+
+
+def _far_from_range(problem: LayerProblem) -> bool:
+    """Whether the slack floor (what y alone proves about the noise) exceeds FAR_FLOOR times
+    the largest finite band end (about max|y|)."""
+    band = problem.band
+    ends = np.concatenate([band.upper[np.isfinite(band.upper)],
+                           band.lower[np.isfinite(band.lower)]])
+    floor = float(problem.slack_floors().max(initial=0.0))
+    return floor > FAR_FLOOR * float(np.max(np.abs(ends), initial=0.0))
+
+
+# The limits of `daqp_pays` (measured there).
+FAR_FLOOR = 0.03
+L1_COLUMNS = 80
+LINF_FLOOR_INPUTS = 300
+LINF_INPUTS = 120
+LINF_TWO_SIDED_INPUTS = 80
+
+_INTERIOR = Fallback(_ipm.BACKEND, _highs.BACKEND)
+
+register("auto", Fallback(_daqp.BACKEND, _INTERIOR, use_first=daqp_pays))
 register("ipm", _ipm.BACKEND)
 register("highs", _highs.BACKEND)
 register("cvxopt", _cvxopt.BACKEND)

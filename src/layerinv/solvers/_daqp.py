@@ -19,7 +19,8 @@ error, never 'optimal'. DAQP's 'infeasible' is believed only on an LP with a sla
 without one the LP is feasible by construction (measured: the scaled warm start and the
 scaled cold start both said 'infeasible' on a feasible layer whose slack was 1e-7).
 
-Needs the optional `daqp` package (`pip install daqp`, or `pip install layerinv[bench]`).
+Needs the `daqp` package, a dependency of layerinv (a 1.1 MB MIT wheel); where it is
+missing, solver='daqp' is one InputError and solver='auto' goes without it (`available`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,15 @@ _STATUS = {1: Status.OPTIMAL, -1: Status.INFEASIBLE, -4: Status.MAX_STEPS,
 limit; every other (-2 cycling, -3 unbounded, -5 non-convex, -6 overdetermined initial
 working set, 2 'soft optimal', which needs soft constraints this backend never sets) is a
 numerical error."""
+
+
+def available() -> bool:
+    """Whether the daqp package imports here (the `import` of solve_daqp, without raising)."""
+    try:
+        import daqp  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 @on_one_thread
