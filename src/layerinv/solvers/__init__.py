@@ -7,6 +7,8 @@ Backends (one private module each, each ending in `BACKEND = ...`):
 - 'cvxopt' (`_cvxopt.py`): cvxopt's LP solver (the paper authors' choice), a reference.
 - 'daqp' (`_daqp.py`): DAQP's dual active set warm-started from the least-squares point
   (optional package `daqp`), certified by its own duality bound; not the default yet.
+- 'torch' (`_torch.py`): the structured interior point batched over a layer's problems in
+  PyTorch (optional), float64 on CUDA where available, else CPU; `TorchBackend(device=)`.
 - 'auto': the interior point, and HiGHS whenever it reports trouble (a Cholesky that fails
   even with regularisation, no convergence, an answer the post-check rejects).
 `layerinv._linalg` holds the dense linear algebra (Gram, Cholesky, least squares) they share
@@ -41,7 +43,7 @@ from layerinv._processes import check_main_guarded, make_chunks, map_local, reso
 from layerinv._validation import check_choice
 from layerinv.errors import InputError
 from layerinv.results import Status
-from layerinv.solvers import _cvxopt, _daqp, _highs, _ipm
+from layerinv.solvers import _cvxopt, _daqp, _highs, _ipm, _torch
 from layerinv.solvers.problem import (
     Backend,
     FunctionBackend,
@@ -118,6 +120,7 @@ register("ipm", _ipm.BACKEND)
 register("highs", _highs.BACKEND)
 register("cvxopt", _cvxopt.BACKEND)
 register("daqp", _daqp.BACKEND)
+register("torch", _torch.BACKEND)
 
 
 # --------------------------------------------------------------------------- the front door
