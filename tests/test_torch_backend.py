@@ -159,29 +159,22 @@ def test_an_iteration_cap_gives_max_steps_not_optimal(cap, norm):
         assert check_result(problem, answer).status == Status.MAX_STEPS
 
 
-def test_a_factorisation_that_fails_is_retried_regularised_then_a_numerical_error(
+def test_a_singular_normal_matrix_is_regularised_and_a_failing_one_a_numerical_error(
         monkeypatch):
-    """Problem 0's unregularised Cholesky fails at every iteration (and its least-squares
-    point for screening with it): the retry (a shift of 1e-12 of the diagonal) still
-    reaches the optimum. The other problems' answers are
-    untouched. Every Cholesky failing: a numerical error with a message."""
-    problems = layer_batch(5, "relu", "linf", 10, 50, 1e-3, False, 3)
-    clean = CPU.solve_many(problems)
+    """A free column that no row touches (a zero column of W) makes every normal matrix
+    singular: the retry with a shift (1e-12 of the mean diagonal, as `_linalg.cholesky`)
+    reaches the interior point's optimum. Every Cholesky failing: a numerical error with a
+    message, at the first iteration."""
+    problems = layer_batch(3, "relu", "linf", 8, 40, 1e-3, True, 2)
+    weight = problems[0].operator.rows().copy()
+    weight[:, 2] = 0.0
+    operator = DenseOperator(weight)
+    problems = [dataclasses.replace(p, operator=operator) for p in problems]
+    for problem, answer in zip(problems, CPU.solve_many(problems), strict=True):
+        reference = _ipm.solve_screened(problem)
+        assert answer.status == reference.status == Status.OPTIMAL, answer.message
+        assert abs(answer.objective - reference.objective) <= 1e-9 * reference.objective
     real = torch.linalg.cholesky_ex
-
-    def first_fails(matrix, **options):
-        factor, info = real(matrix, **options)
-        if len(matrix) == len(problems):  # the whole batch's call, not a retry's
-            info = info.clone()
-            info[0] = 1
-        return factor, info
-
-    monkeypatch.setattr(torch.linalg, "cholesky_ex", first_fails)
-    retried = CPU.solve_many(problems)
-    assert [a.status for a in retried] == [Status.OPTIMAL] * 3
-    gap = abs(retried[0].objective - clean[0].objective)
-    assert gap <= retried[0].accuracy + clean[0].accuracy, gap
-    assert [a.h.tolist() for a in retried[1:]] == [a.h.tolist() for a in clean[1:]]
 
     def all_fail(matrix, **options):
         factor, _ = real(matrix, **options)
@@ -192,6 +185,21 @@ def test_a_factorisation_that_fails_is_retried_regularised_then_a_numerical_erro
         assert answer.status == Status.NUMERICAL_ERROR
         assert "factorisation failed even regularised" in answer.message
         assert answer.iterations == 1
+
+
+def test_a_binding_ceiling_is_met():
+    """l1 with every slack capped just above the l_inf optimum (below the largest slack of
+    the uncapped l1 fit): the interior point's optimum, within the ceiling."""
+    problems = layer_batch(4, "relu", "l1", 10, 60, 1e-2, False, 3)
+    for problem in problems:
+        linf = _ipm.solve_screened(dataclasses.replace(problem, norm="linf")).objective
+        assert _ipm.solve_screened(problem).t.max() > 1.1 * linf  # the ceiling binds
+        problem.t_max = 1.01 * linf
+    for problem, answer in zip(problems, CPU.solve_many(problems), strict=True):
+        reference = _ipm.solve_screened(problem)
+        assert answer.status == reference.status == Status.OPTIMAL, answer.message
+        assert abs(answer.objective - reference.objective) <= 1e-9 * reference.objective
+        assert answer.t.max() <= problem.t_max * (1 + 1e-9)
 
 
 def test_a_non_finite_iterate_is_a_numerical_error(monkeypatch):
@@ -251,12 +259,13 @@ def pinned_bands(operator: DenseOperator, seed: int) -> list:
 @pytest.mark.parametrize("certify", [True, False])
 def test_pinned_least_squares_equals_the_default_sample_by_sample(certify):
     """Every fit as `Backend.pinned_least_squares`'s (`_linalg` sample by sample): the same
-    rank decisions, h and the certificate's bounds to 1e-8 relative; on a W with two equal
-    columns (rank-deficient whatever the rows) every fit is refused."""
+    rank decisions, h and the certificate's bounds to 1e-8 relative; on a W with two nearly
+    equal columns (rank-deficient whatever the rows) every fit is refused."""
     rng = np.random.default_rng(0)
     matrix = rng.normal(0, 1 / np.sqrt(200), size=(200, 60))
+    # Two columns 1e-9 apart: the Cholesky succeeds, its diagonal spread (1.4e-8) refuses it.
     deficient = matrix.copy()
-    deficient[:, 7] = deficient[:, 3]
+    deficient[:, 7] = deficient[:, 3] + 1e-9 * rng.normal(size=200)
     bias = rng.normal(0, 0.1, size=200)
     for weight in (matrix, deficient):
         operator = DenseOperator(weight)
