@@ -7,9 +7,12 @@ tensors, one row per problem, over one dense copy of the layer's matrix W on the
 Each iteration forms the normal matrices W' diag(e_b) W of every problem by one batched
 matrix product, factors them by one batched Cholesky (`torch.linalg.cholesky_ex`, a failure
 flag per problem, retried with growing regularisation as `_linalg.cholesky` is) and solves
-by batched triangular solves. On CPU it takes the iterates of `_ipm` to round-off (1e-15
-apart measured), so its answers are the CPU path's, on the non-unique optimal faces of noisy
-l_inf layers too, where another method would pick another optimal point.
+by batched triangular solves. It takes `_ipm`'s iterates to round-off, so its answers are
+the CPU path's, on the non-unique optimal faces of noisy l_inf layers too, where another
+method picks another optimal point (1e-3 away): measured on CPU, W h equal to 'ipm''s to
+3.6e-11 relative (median 2e-16) on 1,221 random layer LPs whose pinned rows determine h,
+latents of whole noisy inversions to 4e-13. On one CPU thread it is 0.6-0.8x 'ipm' per
+(600, 250) LP: its batched GEMM forms the whole normal matrix, ipm's SYRK half of it.
 
 Shapes are fixed across a batch: every problem has the constraint blocks of `_ipm._Structure`
 at full size (n upper rows, n lower rows, m + m box bounds, the slack floors and ceilings),
@@ -171,7 +174,7 @@ class TorchBackend(Backend):
         fits: list[PinnedFit | None] = [
             PinnedFit(np.zeros(m), False) if count == 0 else
             PinnedFit(None, False) if count < m else None for count in counts]
-        solvable = np.flatnonzero(counts >= max(m, 1))
+        solvable = np.flatnonzero(counts >= m)
         if not len(solvable):
             return fits  # type: ignore[return-value]  # every fit is set
         targets = _pinned_targets([bands[i] for i in solvable], [bias] * len(solvable))
@@ -186,9 +189,9 @@ class TorchBackend(Backend):
                     if not full_rank[k]:
                         fits[i] = PinnedFit(None, False)
                     elif bounds is None:
-                        fits[i] = PinnedFit(h[k], True)
+                        fits[i] = PinnedFit(h[k].copy(), True)
                     else:
-                        fits[i] = PinnedFit(h[k], True, float(bounds[0, k]),
+                        fits[i] = PinnedFit(h[k].copy(), True, float(bounds[0, k]),
                                             float(bounds[1, k]))
         return fits  # type: ignore[return-value]  # every fit is set
 
