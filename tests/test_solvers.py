@@ -91,7 +91,8 @@ def test_the_registry_names_the_shipped_backends_auto_first():
 
 
 def test_an_unknown_solver_is_one_input_error_naming_the_choices():
-    expected = "solver must be one of 'auto', 'ipm', 'highs', 'cvxopt', 'daqp'; got 'cplex'"
+    expected = ("solver must be one of 'auto', 'ipm', 'highs', 'cvxopt', 'daqp', 'torch'; got "
+                "'cplex'")
     with pytest.raises(InputError, match=expected):
         solvers.get("cplex")
     with pytest.raises(InputError, match=expected):

@@ -12,6 +12,8 @@ Backends (one private module each, each ending in `BACKEND = ...`):
   or a cap (an uncertified DAQP answer is one), and HiGHS where the interior point's is (a
   Cholesky that fails even with regularisation, no convergence, an answer the post-check
   rejects). Without the daqp package: the interior point, then HiGHS.
+- 'torch' (`_torch.py`): the structured interior point batched over a layer's problems in
+  PyTorch (optional), float64 on CUDA where available, else CPU; `TorchBackend(device=)`.
 `layerinv._linalg` holds the dense linear algebra (Gram, Cholesky, least squares) they share
 with the layer inversion; `problem.py` what every backend takes and returns.
 
@@ -46,7 +48,7 @@ from layerinv._processes import check_main_guarded, make_chunks, map_local, reso
 from layerinv._validation import check_choice
 from layerinv.errors import InputError
 from layerinv.results import Status
-from layerinv.solvers import _cvxopt, _daqp, _highs, _ipm
+from layerinv.solvers import _cvxopt, _daqp, _highs, _ipm, _torch
 from layerinv.solvers.problem import (
     Backend,
     FunctionBackend,
@@ -210,6 +212,7 @@ register("ipm", _ipm.BACKEND)
 register("highs", _highs.BACKEND)
 register("cvxopt", _cvxopt.BACKEND)
 register("daqp", _daqp.BACKEND)
+register("torch", _torch.BACKEND)
 
 
 # --------------------------------------------------------------------------- the front door
