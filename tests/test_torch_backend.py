@@ -219,7 +219,8 @@ def test_a_non_finite_iterate_is_a_numerical_error(monkeypatch):
 @pytest.mark.parametrize("widths, bias", [((10, 60, 200), False), ((6, 40, 120), True)])
 def test_invert_with_torch_is_the_cpu_paths_inversion(method, widths, bias):
     """A batch of 5 samples, realizable and noisy (uniform 1e-3 of max|x|): the latent equal
-    to the default solver's to 1e-8 relative and the same statuses, layer by layer. On these
+    to the interior point's ('ipm', the CPU path it batches) to 1e-8 relative and the same
+    statuses, layer by layer. On these
     noisy l_inf layers the slack sits at its floor and a polytope of h is optimal: only the
     same iterates (screening included) give the same point."""
     net, _, _ = realizable_instance(widths, 3, bias=bias)
@@ -227,7 +228,7 @@ def test_invert_with_torch_is_the_cpu_paths_inversion(method, widths, bias):
     clean = net.forward(rng.normal(size=(5, widths[0])))
     noisy = clean + rng.uniform(-1e-3, 1e-3, size=clean.shape) * np.abs(clean).max()
     for x in (clean, noisy):
-        cpu = invert(net, x, method, progress=False)
+        cpu = invert(net, x, method, solver="ipm", progress=False)
         gpu = invert(net, x, method, solver="torch", progress=False)
         assert list(gpu.status) == list(cpu.status)
         assert [[r.status for r in layers] for layers in gpu.layers] == \
