@@ -181,7 +181,7 @@ def _pinned_fit(operator: LinearOperator, bias: np.ndarray | None, band: Band,
     h, full_rank, gram, factor = linalg.least_squares_factor(operator.rows(rows), target)
     if not (certify and full_rank):
         return PinnedFit(h, full_rank, gram=gram)
-    sigma_min, row_norm = linalg.inverse_factor_bounds(factor)
+    sigma_min, row_norm = linalg.inverse_factor_bounds(factor, int(rows.sum()))
     return PinnedFit(h, full_rank, sigma_min, row_norm, gram)
 
 
