@@ -164,13 +164,6 @@ def factor_of_gram(normal: np.ndarray) -> np.ndarray | None:
 
 
 @on_one_thread
-def pinv_inf_norm(factor: np.ndarray, weight: np.ndarray) -> float:
-    """||W^+||_inf = max_i ||row i of W^+||_1, W^+ = (W' W)^-1 W' solved with R (m x n)."""
-    pinv = cho_solve(factor, np.ascontiguousarray(weight.T))
-    return float(np.abs(pinv).sum(axis=1).max())
-
-
-@on_one_thread
 def smallest_singular_value(weight: np.ndarray, normal: np.ndarray | None = None) -> float:
     """sigma_min of W (n x m), from the smallest eigenvalue of W' W (LAPACK dsyevr); 0 if n < m.
 

@@ -106,13 +106,16 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
                            max_passes=max_passes, certify=bool(certify))
 
     started = time.perf_counter()
-    # The bar counts layer inversions, one per sample and layer, as each sample finishes one
-    # (a sample solved by least squares at once, one that needs LPs after its last round).
-    bar = tqdm(total=len(batch) * len(net.layers), desc=f"invert ({method})",
-               unit="sample-layer", leave=False, disable=progress is False,
-               delay=0.0 if progress else 2.0)
-    with single_threaded_blas(), bar:
-        z, all_reports = _walk(net, batch, options, noise, n_jobs, bar.update)
+    with single_threaded_blas():
+        if progress is False:  # no bar at all (a disabled tqdm still costs ~40 us to make)
+            z, all_reports = _walk(net, batch, options, noise, n_jobs, None)
+        else:
+            # The bar counts layer inversions, one per sample and layer, as each sample
+            # finishes one (a sample solved by least squares at once, one that needs LPs after
+            # its last round).
+            with tqdm(total=len(batch) * len(net.layers), desc=f"invert ({method})",
+                      unit="sample-layer", leave=False, delay=0.0 if progress else 2.0) as bar:
+                z, all_reports = _walk(net, batch, options, noise, n_jobs, bar.update)
     seconds = time.perf_counter() - started
 
     residual = np.max(np.abs(net.forward(z) - batch), axis=1)
@@ -147,7 +150,7 @@ def _input_bounds(net: Network) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _walk(net: Network, batch: np.ndarray, options: LayerOptions, noise: float | None,
-          n_jobs: int | None, done: Callable[[int], object]
+          n_jobs: int | None, done: Callable[[int], object] | None
           ) -> tuple[np.ndarray, list[list[LayerReport]]]:
     """The backward walk over the whole batch: the last layer down to the first, each layer's
     observations of every sample inverted together (`invert_layer_batch`)."""
