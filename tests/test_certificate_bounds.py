@@ -197,7 +197,7 @@ def test_the_factor_bounds_bracket_sigma_min_and_the_row_norms(spread):
         sigma_min, row_norm = linalg.inverse_factor_bounds(factor, n)
         true_sigma = float(np.linalg.svd(weight, compute_uv=False).min())
         true_rows = float(np.sqrt((np.linalg.pinv(weight) ** 2).sum(axis=1).max()))
-        margin = linalg.rounding_margin(factor, linalg.inverse_factor_norms(factor)[0], n)
+        margin = linalg.rounding_margin(linalg.inverse_factor_norms(factor), n)
         assert margin < 0.5  # (0.02 at spread 4: kappa_F^2 ~ 1e11)
         assert 0 < sigma_min <= true_sigma
         assert true_sigma <= np.sqrt(m) * sigma_min  # ||X||_F <= sqrt(m) ||X||_2
@@ -213,9 +213,5 @@ def test_the_factor_bounds_prove_nothing_where_rounding_could_void_them():
     assert factor is not None
     assert linalg.inverse_factor_bounds(factor, 300) == (0.0, float("inf"))
     # Well conditioned, the margin is tiny (7e-8 here).
-    assert linalg.rounding_margin(*_factor_and_norm(rng.standard_normal((300, 250))), 300) < 1e-6
-
-
-def _factor_and_norm(weight):
-    factor = linalg.gram_factor(weight)
-    return factor, linalg.inverse_factor_norms(factor)[0]
+    norms = linalg.inverse_factor_norms(linalg.gram_factor(rng.standard_normal((300, 250))))
+    assert linalg.rounding_margin(norms, 300) < 1e-6

@@ -339,27 +339,31 @@ class _Context:
         succeeds); only the unregularised factor certifies anything."""
         if n_active < self.layer.n_in:
             return False, float("inf"), 0.0, float("inf")
-        normal = linalg.gram(_pinned_rows(self.layer, band))
-        factor = linalg.factor_of_gram(normal)
+        pinned = _pinned_rows(self.layer, band)
+        factor = linalg.factor_of_gram(linalg.gram(pinned))
         if factor is None:
-            factor = linalg.cholesky(normal)  # regularised: an estimate only, no certificate
-            norms = None if factor is None else linalg.inverse_factor_norms(np.triu(factor))
+            # Regularised (the Gram formed again: the failed factorisation overwrote it): an
+            # estimate only, no certificate.
+            factor = linalg.cholesky(linalg.gram(pinned))
+            norms = None if factor is None else linalg.inverse_factor_norms(np.triu(factor),
+                                                                            overwrite=True)
             if norms is None:
                 return False, float("inf"), 0.0, float("inf")
-            return True, norms[2], 0.0, float("inf")
-        norms = linalg.inverse_factor_norms(factor)
+            return True, norms.inverse_row_norm, 0.0, float("inf")
+        norms = linalg.inverse_factor_norms(factor, overwrite=True)
         if norms is None:
             return False, float("inf"), 0.0, float("inf")
-        sigma_min, row_norm, _ = linalg.margin_bounds(factor, norms, n_active)
-        return True, norms[2], sigma_min, row_norm
+        sigma_min, row_norm, _ = linalg.margin_bounds(norms, n_active)
+        return True, norms.inverse_row_norm, sigma_min, row_norm
 
 
 def _pinned_bounds(layer: Layer, band: Band, n_active: int) -> tuple[float, float]:
     """(sigma_min bound, row-norm bound) of the band's scaled pinned rows; (0, inf) where
     they are too few or their unregularised Cholesky fails."""
     factor = linalg.gram_factor(_pinned_rows(layer, band))
-    return (0.0, float("inf")) if factor is None else linalg.inverse_factor_bounds(factor,
-                                                                                    n_active)
+    if factor is None:
+        return 0.0, float("inf")
+    return linalg.inverse_factor_bounds(factor, n_active, overwrite=True)
 
 
 # The largest negative excursion of a ReLU observation estimates the noise amplitude from below
@@ -388,7 +392,9 @@ def _pinned_rows(layer: Layer, band: Band) -> np.ndarray:
     `lower_slope` units of pre-activation error, so the rows are divided by it.
     """
     rows = band.two_sided
-    return layer.operator.rows(rows) / band.lower_slope[rows, None]
+    pinned = layer.operator.rows(rows)
+    # (Rows of slope 1, ReLU's, are W's own: not divided, no second n x m copy.)
+    return pinned if _unit_slopes(band) else pinned / band.lower_slope[rows, None]
 
 
 def _violation_and_residual(layer: Layer, band: Band, y: np.ndarray, h: np.ndarray,

@@ -7,6 +7,8 @@ LAPACK through SciPy. A base module: it imports nothing of layerinv but `_blas`.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy.linalg import blas, eigvalsh, lapack
 
@@ -66,35 +68,54 @@ def least_squares(weight: np.ndarray, rhs: np.ndarray
 
 @on_one_thread
 def least_squares_factor(weight: np.ndarray, rhs: np.ndarray
-                         ) -> tuple[np.ndarray | None, bool, np.ndarray | None,
-                                    np.ndarray | None]:
-    """`least_squares`, also returning the upper Cholesky factor R of W' W (None where h is).
+                         ) -> tuple[np.ndarray | None, bool, np.ndarray | None]:
+    """`least_squares`, returning the upper Cholesky factor R of W' W instead of W' W.
 
-    Returns (h, full_rank, W' W, R)."""
+    Returns (h, full_rank, R); R (strictly lower triangle zero) is None where h is. The Gram
+    is factored in place: measured on the exact path of 110 x 250 x 600, the kernels ran 20 %
+    faster without the copy (0.93 against 1.15 ms a sample)."""
     n, m = weight.shape
     if n < m:
-        return None, False, None, None
-    normal = gram(weight)
-    factor, info = lapack.dpotrf(normal, lower=0, clean=1)
-    if info != 0:
-        return None, False, normal, None
+        return None, False, None
+    factor = factor_of_gram(gram(weight))
+    if factor is None:
+        return None, False, None
+    # A positive pivot can still be numerically zero: compare the factor's diagonal spread.
     diag = np.abs(np.diag(factor))
     if diag.min() <= 1e-7 * diag.max():
-        return None, False, normal, None
-    return cho_solve(factor, weight.T @ rhs), True, normal, factor
+        return None, False, None
+    return cho_solve(factor, weight.T @ rhs), True, factor
 
 
 UNIT_ROUNDOFF = 2.0**-53
 """u, the unit roundoff of float64."""
 
 
+class FactorNorms(NamedTuple):
+    """What the certificate reads off an upper Cholesky factor R and X = R^-1."""
+
+    inverse_frobenius: float
+    """||X||_F"""
+    inverse_mixed: float
+    """sqrt(||X||_1 ||X||_inf)"""
+    inverse_row_norm: float
+    """max_i ||row i of X||_2"""
+    factor_frobenius: float
+    """||R||_F"""
+    size: int
+    """m, the order of R"""
+
+
 @on_one_thread
-def inverse_factor_bounds(factor: np.ndarray, n_rows: int) -> tuple[float, float]:
+def inverse_factor_bounds(factor: np.ndarray, n_rows: int, *, overwrite: bool = False
+                          ) -> tuple[float, float]:
     """From the upper Cholesky factor R of W' W (W with `n_rows` rows): (a lower bound on
     sigma_min(W), an upper bound on max_i ||row i of W^+||_2), both from R^-1 (LAPACK dtrtri,
     m^3 / 3 flops). (0, inf) where R is singular or rounding could void the bounds.
 
-    R's strictly lower triangle must be zero (dpotrf with clean=1, as `least_squares_factor`).
+    R's strictly lower triangle must be zero (dpotrf with clean=1, as `least_squares_factor`);
+    with `overwrite` R is inverted in place (no m x m temporary: allocating one cost as much
+    as 60 % of dtrtri's time on (300, 250) blocks, in page faults).
 
     In exact arithmetic, with X = R^-1: sigma_min(W) = 1 / ||X||_2 >= 1 / min(||X||_F,
     sqrt(||X||_1 ||X||_inf)), and row i of W^+ = X X' W' has the norm of row i of X (both
@@ -109,43 +130,44 @@ def inverse_factor_bounds(factor: np.ndarray, n_rows: int) -> tuple[float, float
     (125, 110), 6e-10 at (400, 60). Where it reaches 1/2 nothing is proven (kappa_F beyond
     ~1.6e6 at (300, 250)) and (0, inf) comes back.
     """
-    norms = inverse_factor_norms(factor)
+    norms = inverse_factor_norms(factor, overwrite=overwrite)
     if norms is None:
         return 0.0, float("inf")
-    sigma_min, row_norm, _ = margin_bounds(factor, norms, n_rows)
+    sigma_min, row_norm, _ = margin_bounds(norms, n_rows)
     return sigma_min, row_norm
 
 
-def margin_bounds(factor: np.ndarray, norms: tuple[float, float, float], n_rows: int
-                  ) -> tuple[float, float, float]:
-    """`inverse_factor_bounds` from R and its `inverse_factor_norms`: (sigma_min bound,
-    row-norm bound, the rounding margin they carry); (0, inf, margin) where it reaches 1/2."""
-    frobenius, mixed, row_norm = norms
-    margin = rounding_margin(factor, frobenius, n_rows)
+def margin_bounds(norms: FactorNorms, n_rows: int) -> tuple[float, float, float]:
+    """`inverse_factor_bounds` from `inverse_factor_norms`: (sigma_min bound, row-norm bound,
+    the rounding margin they carry); (0, inf, margin) where the margin reaches 1/2."""
+    margin = rounding_margin(norms, n_rows)
     if not margin < 0.5:
         return 0.0, float("inf"), margin
-    return (1.0 - margin) / min(frobenius, mixed), row_norm * (1.0 + margin), margin
+    return ((1.0 - margin) / min(norms.inverse_frobenius, norms.inverse_mixed),
+            norms.inverse_row_norm * (1.0 + margin), margin)
 
 
-def inverse_factor_norms(factor: np.ndarray) -> tuple[float, float, float] | None:
-    """(||X||_F, sqrt(||X||_1 ||X||_inf), max_i ||row i of X||_2) of X = R^-1, R upper
-    triangular with a zero strictly lower triangle; None where R is singular. No margin."""
-    inverse, info = lapack.dtrtri(factor, lower=0, unitdiag=0)
+def inverse_factor_norms(factor: np.ndarray, *, overwrite: bool = False
+                         ) -> FactorNorms | None:
+    """The `FactorNorms` of R, upper triangular with a zero strictly lower triangle (inverted
+    in place with `overwrite`); None where R is singular. No rounding margin."""
+    flat = factor.ravel(order="K")
+    factor_frobenius = float(np.sqrt(flat @ flat))
+    inverse, info = lapack.dtrtri(factor, lower=0, unitdiag=0, overwrite_c=int(overwrite))
     if info != 0:
         return None
-    squares = inverse * inverse
-    row_squares = squares.sum(axis=1)
-    absolute = np.abs(inverse)
+    row_squares = np.einsum("ij,ij->i", inverse, inverse)
+    absolute = np.abs(inverse, out=inverse if overwrite else None)
     mixed = float(np.sqrt(absolute.sum(axis=0).max() * absolute.sum(axis=1).max()))
-    return float(np.sqrt(row_squares.sum())), mixed, float(np.sqrt(row_squares.max()))
+    return FactorNorms(float(np.sqrt(row_squares.sum())), mixed,
+                       float(np.sqrt(row_squares.max())), factor_frobenius, len(factor))
 
 
-def rounding_margin(factor: np.ndarray, inverse_frobenius: float, n_rows: int) -> float:
+def rounding_margin(norms: FactorNorms, n_rows: int) -> float:
     """3 (n + m + 2) u ||R||_F^2 ||R^-1||_F^2: the relative first-order effect of rounding on
     the bounds R^-1 gives (`inverse_factor_bounds` derives it)."""
-    flat = factor.ravel(order="K")
-    kappa_squared = float(flat @ flat) * inverse_frobenius**2
-    return 3.0 * (n_rows + factor.shape[0] + 2) * UNIT_ROUNDOFF * kappa_squared
+    kappa_squared = (norms.factor_frobenius * norms.inverse_frobenius) ** 2
+    return 3.0 * (n_rows + norms.size + 2) * UNIT_ROUNDOFF * kappa_squared
 
 
 @on_one_thread
@@ -159,8 +181,9 @@ def gram_factor(weight: np.ndarray) -> np.ndarray | None:
 
 def factor_of_gram(normal: np.ndarray) -> np.ndarray | None:
     """The upper Cholesky factor of `normal` (its upper triangle read; the factor's strictly
-    lower triangle zero), unregularised; None where dpotrf fails."""
-    result, info = lapack.dpotrf(normal, lower=0, clean=1)
+    lower triangle zero), unregularised; None where dpotrf fails. `normal` is overwritten
+    (in place where it is Fortran-ordered, as `gram` makes it)."""
+    result, info = lapack.dpotrf(normal, lower=0, clean=1, overwrite_a=1)
     return result if info == 0 else None
 
 

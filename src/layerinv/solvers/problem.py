@@ -139,7 +139,8 @@ class PinnedFit:
     """max_i ||row i of W_A^+||_2 = max_i ||row i of R^-1||_2, so that
     ||h - h*||_inf <= inverse_row_norm * ||W_A (h - h*)||_2 (nan where not certified)."""
     gram: np.ndarray | None = None
-    """W_A' W_A (upper triangle) where this process formed it, for reuse; else None."""
+    """W_A' W_A (upper triangle) where a backend keeps it, for reuse; else None (the default
+    backend factors it in place: nothing reads it now)."""
 
 
 class Backend(ABC):
@@ -178,11 +179,11 @@ def _pinned_fit(operator: LinearOperator, bias: np.ndarray | None, band: Band,
         # The minimum-norm solution of the empty system, h = 0: a candidate to be checked.
         return PinnedFit(np.zeros(operator.shape[1]), False)
     target = band.center[rows] - (0.0 if bias is None else bias[rows])
-    h, full_rank, gram, factor = linalg.least_squares_factor(operator.rows(rows), target)
+    h, full_rank, factor = linalg.least_squares_factor(operator.rows(rows), target)
     if not (certify and full_rank):
-        return PinnedFit(h, full_rank, gram=gram)
-    sigma_min, row_norm = linalg.inverse_factor_bounds(factor, int(rows.sum()))
-    return PinnedFit(h, full_rank, sigma_min, row_norm, gram)
+        return PinnedFit(h, full_rank)
+    sigma_min, row_norm = linalg.inverse_factor_bounds(factor, int(rows.sum()), overwrite=True)
+    return PinnedFit(h, full_rank, sigma_min, row_norm)
 
 
 @dataclass(frozen=True)
