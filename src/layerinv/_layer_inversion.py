@@ -1,10 +1,11 @@
 """One layer's inversion: given estimates y of act(W h + b), one per sample, find each h.
 
 The entry point `invert_layer_batch` takes a whole batch of observations of one layer. Each
-sample's inversion is its own (`_invert_one`: thresholds, the least-squares shortcut, the LP
-and its re-classification passes, the report and certificate, as below); what the batch
-shares is the solver: every round, the LPs of all samples still at work go to the backend in
-one `solvers.solve_many` call, so a batched backend sees them together.
+sample's inversion is its own (thresholds, the least-squares shortcut, the LP and its
+re-classification passes, the report and certificate, as below); what the batch shares is the
+solver: the least-squares shortcut of every sample is one `Backend.pinned_least_squares` call
+(`_shortcut`), and every round, the LPs of all samples still at work go to the backend in one
+`solvers.solve_many` call (`_by_lp`), so a batched backend sees them together.
 
 Methods (Lei et al. 2019):
 - exact (eq. 4): least squares on the rows that pin the pre-activation (ReLU: y > threshold;
@@ -409,7 +410,8 @@ def _violation_and_residual(layer: Layer, band: Band, y: np.ndarray, h: np.ndarr
     if not layer.activation.exact_band:
         # First-order bands (sigmoid, tanh, elu) are not exact in t: compare in output space.
         return max(outside_box, eps - t), eps
-    lo, hi = band.at(t)
+    # At t = 0 (no stated bound) the band's ends are its arrays themselves, bitwise.
+    lo, hi = (band.lower, band.upper) if t == 0.0 else band.at(t)
     worst = max(float((lo - u).max()), float((u - hi).max()), outside_box,
                 float(band.t_floor.max()) - t)
     return max(worst, 0.0), eps
