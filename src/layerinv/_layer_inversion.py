@@ -280,10 +280,10 @@ class _Context:
         (|(h - h*)_i| <= ||row i of W_A^+||_1 s, and ||row||_1 <= sqrt(|A|) ||row||_2). It
         needs W_A^+ itself, n x m: as the m x n solve it was, 5.5 ms per (600, 250) layer
         (+10.7 % on a noisy 110 x 250 x 600 linf inversion), as two triangular products
-        with R^-1 still 2.2 ms, against 1.0-1.3 ms for R^-1 alone; it made the bound 1.29x
-        tighter per LP layer (median; 0.58-2.0x) and 1.47x on z (the 1,080 instances of
-        tests/test_certificate_bounds.py), where the bound is 70x (median) above the true
-        error anyway.
+        with R^-1 still 2.2 ms, against 1.0-1.3 ms for R^-1 alone. Without it the bound is
+        1.29x the old one per LP layer (median; 0.58-2.0x) and 1.47x on z, where it is ~70x
+        (median) above the true error anyway; least-squares answers get 0.54x the old bound
+        (0.41-0.80x). Measured on the 1,080 instances of tests/test_certificate_bounds.py.
 
         What it proves, and in which arithmetic: the bound holds for the h returned with
         eps and `incoming` taken as exact (their own rounding, ~(m + 2) u |W||h|, is of the
