@@ -104,9 +104,10 @@ def test_realizable_data_solved_by_the_lp_is_not_called_unrealizable(monkeypatch
     (Since h = 0 became the shortcut's candidate where no row is pinned, the all-zero example
     above no longer reaches the LP; this test keeps the LP's side of the rule covered.)"""
     from layerinv import _layer_inversion
+    from layerinv.solvers.problem import PinnedFit
 
-    monkeypatch.setattr(_layer_inversion, "_least_squares",
-                        lambda layer, band: (None, False, None))
+    monkeypatch.setattr(_layer_inversion, "_pinned_fits",
+                        lambda layer, bands, options: [PinnedFit(None, False) for _ in bands])
     seed = 11778
     zero_net = random_network([2, 6, 14], seed=seed)
     zero_x = zero_net(np.random.default_rng([seed, 11]).standard_normal(2))

@@ -8,8 +8,9 @@ on one thread and get parallelism from solving several samples at once (`invert(
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from functools import lru_cache, wraps
 from typing import ParamSpec, TypeVar
 
@@ -22,9 +23,33 @@ def _controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
-def single_threaded_blas() -> AbstractContextManager:
-    """A context in which every loaded BLAS (NumPy's and SciPy's) runs on one thread."""
-    return _controller().limit(limits=1, user_api="blas")
+# How deep this thread is inside `single_threaded_blas`: the limit is taken on entering the
+# outermost context only. Re-entering threadpoolctl cost ~10 us a call, paid by every
+# `on_one_thread` function of `_linalg` that the walk (already on one thread) called: 4-6 per
+# sample and layer on the exact path.
+_held = threading.local()
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """A context in which every loaded BLAS (NumPy's and SciPy's) runs on one thread.
+
+    Nested uses cost nothing: only the outermost one sets (and on exit restores) the limit.
+    Code inside that changes the thread count itself is not undone by a nested use.
+    """
+    if getattr(_held, "depth", 0):
+        _held.depth += 1
+        try:
+            yield
+        finally:
+            _held.depth -= 1
+        return
+    with _controller().limit(limits=1, user_api="blas"):
+        _held.depth = 1
+        try:
+            yield
+        finally:
+            _held.depth = 0
 
 
 @contextmanager
@@ -54,10 +79,13 @@ R = TypeVar("R")
 
 
 def on_one_thread(function: Callable[P, R]) -> Callable[P, R]:
-    """Decorator: run `function` with single-threaded BLAS (10 us of overhead a call)."""
+    """Decorator: run `function` with single-threaded BLAS (10 us of overhead a call, none
+    inside `single_threaded_blas`, where the walk and the reconstruction run)."""
 
     @wraps(function)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if getattr(_held, "depth", 0):
+            return function(*args, **kwargs)
         with single_threaded_blas():
             return function(*args, **kwargs)
 

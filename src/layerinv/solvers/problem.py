@@ -126,20 +126,29 @@ class PinnedFit:
 
     The rows are W's own rows, unscaled: `sigma_min` and `inverse_row_norm` certify the
     pinned rows in output units only where every pinned row has slope 1 (ReLU, LeakyReLU's
-    positive side); elsewhere the caller certifies the scaled rows itself.
+    positive side); elsewhere the caller certifies the scaled rows itself (the layer
+    inversion then passes certify=False, and uses a fit's bounds only on rows of slope 1).
+    Both bounds are `_linalg.inverse_factor_bounds`' (they carry its rounding margin); a
+    backend computing them itself must keep them bounds: sigma_min from below, the row norm
+    from above.
     """
 
     h: np.ndarray | None
     """The solution (m,); None where W_A has fewer rows than columns or is rank-deficient
     (then `full_rank` is False). With no pinned row at all: zeros, full_rank False."""
     full_rank: bool
+    """W_A has at least as many rows as columns and its Cholesky factor's pivots are within
+    1e-7 of each other (`_linalg.least_squares`' test)."""
     sigma_min: float = float("nan")
-    """A proven lower bound on sigma_min(W_A) from R (nan where not certified)."""
+    """A proven lower bound on sigma_min(W_A) from R (nan where not certified; 0 where
+    nothing is proven)."""
     inverse_row_norm: float = float("nan")
-    """max_i ||row i of W_A^+||_2 = max_i ||row i of R^-1||_2, so that
-    ||h - h*||_inf <= inverse_row_norm * ||W_A (h - h*)||_2 (nan where not certified)."""
+    """An upper bound on max_i ||row i of W_A^+||_2 = max_i ||row i of R^-1||_2, so that
+    ||h - h*||_inf <= inverse_row_norm * ||W_A (h - h*)||_2 (nan where not certified; inf
+    where nothing is proven)."""
     gram: np.ndarray | None = None
-    """W_A' W_A (upper triangle) where this process formed it, for reuse; else None."""
+    """W_A' W_A (upper triangle) where a backend keeps it, for reuse; else None (the default
+    backend factors it in place: nothing reads it now)."""
 
 
 class Backend(ABC):
@@ -167,7 +176,10 @@ class Backend(ABC):
     def pinned_least_squares(self, operator: LinearOperator, bias: np.ndarray | None,
                              bands: Sequence[Band], certify: bool) -> list[PinnedFit]:
         """For each band: least squares on its pinned (two-sided) rows, target
-        band.center - bias there; with `certify`, the bounds R certifies (`PinnedFit`)."""
+        band.center - bias there; with `certify`, the bounds R certifies (`PinnedFit`).
+
+        The layer inversion makes one call per layer for its whole batch, before any LP,
+        and checks each h itself. The default's h is bitwise `_linalg.least_squares`'."""
         return [_pinned_fit(operator, bias, band, certify) for band in bands]
 
 
@@ -178,11 +190,11 @@ def _pinned_fit(operator: LinearOperator, bias: np.ndarray | None, band: Band,
         # The minimum-norm solution of the empty system, h = 0: a candidate to be checked.
         return PinnedFit(np.zeros(operator.shape[1]), False)
     target = band.center[rows] - (0.0 if bias is None else bias[rows])
-    h, full_rank, gram, factor = linalg.least_squares_factor(operator.rows(rows), target)
+    h, full_rank, factor = linalg.least_squares_factor(operator.rows(rows), target)
     if not (certify and full_rank):
-        return PinnedFit(h, full_rank, gram=gram)
-    sigma_min, row_norm = linalg.inverse_factor_bounds(factor)
-    return PinnedFit(h, full_rank, sigma_min, row_norm, gram)
+        return PinnedFit(h, full_rank)
+    sigma_min, row_norm = linalg.inverse_factor_bounds(factor, int(rows.sum()), overwrite=True)
+    return PinnedFit(h, full_rank, sigma_min, row_norm)
 
 
 @dataclass(frozen=True)
