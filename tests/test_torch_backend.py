@@ -282,6 +282,21 @@ def test_pinned_least_squares_equals_the_default_sample_by_sample(certify):
     assert reference[2].h is not None and not reference[2].h.any()  # no pinned row: h = 0
 
 
+def test_pinned_bounds_carry_the_rounding_margin():
+    """Nearly square pinned rows (kappa large): the default's bounds carry a rounding margin
+    of about 1e-7 (`_linalg.margin_bounds`); the batched ones must carry the same."""
+    rng = np.random.default_rng(4)
+    operator = DenseOperator(rng.normal(size=(600, 250)) / np.sqrt(600))
+    y = np.maximum(operator.apply(rng.normal(size=250)), 0.0)
+    band = get_activation("relu").band(y, 1e-9)
+    assert 250 <= band.two_sided.sum() <= 330
+    (reference,) = _ipm.BACKEND.pinned_least_squares(operator, None, [band], True)
+    (batched,) = CPU.pinned_least_squares(operator, None, [band], True)
+    for name in ("sigma_min", "inverse_row_norm"):
+        ours, default = getattr(batched, name), getattr(reference, name)
+        assert abs(ours - default) <= 1e-9 * abs(default), (name, ours, default)
+
+
 # ------------------------------------------------------------------ the package and devices
 def test_importing_layerinv_and_its_solvers_does_not_import_torch():
     code = ("import sys, layerinv, layerinv.solvers as s; s.get('torch'); "

@@ -663,3 +663,65 @@ def _status(best: PatternSolution, cert: RegionCertificate, objective: Objective
 def _measured(net: Network, z: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
     out = net.forward(z)
     return out if rows is None else out @ rows.T
+
+
+# ------------------------------------------------------- with the layer-wise methods
+JOINT_LOSS = {"exact": "l2", "linf": "linf", "l1": "l1"}
+"""The whole-network loss that finishes a layer-wise method where a layer's pre-image is not
+unique: its own norm (l2 for exact, whose answer is a zero-residual fit)."""
+
+JOINT_STARTS = 2
+"""Random starts of that joint solve, beside z = 0 and the walk's answer."""
+
+REFINED_STATUSES = (Status.OPTIMAL, Status.LOCAL_OPTIMUM)
+
+
+def is_piecewise_linear(net: Network) -> bool:
+    return all(layer.activation.kink is not None for layer in net.layers)
+
+
+def solve_jointly(net: Network, batch: np.ndarray, z: np.ndarray, statuses: list[Status],
+                  method: str, noise: float | None, rtol: float
+                  ) -> tuple[np.ndarray, list[Status], list[PatternReport | None] | None]:
+    """A layer-wise answer finished on the whole network where a layer did not determine it.
+
+    Samples whose status is 'not_unique' or 'fit_lost' are solved again on activation
+    regions (loss JOINT_LOSS[method], starting from the walk's z among others). The joint
+    answer replaces the walk's where its objective is no higher; the sample's status is then
+    'optimal' (zero residual on an identifiable region, or a certified local optimum of the
+    l_inf / l_1 fit on one, the whole network then determining z as the layers do for
+    'optimal'), 'not_unique' where that region is rank-deficient too (the whole network does
+    not determine z there), and otherwise unchanged. Returns (z, statuses, regions), regions
+    None where no sample needed it (or the network is not piecewise linear).
+    """
+    todo = [i for i, status in enumerate(statuses)
+            if status in (Status.NOT_UNIQUE, Status.FIT_LOST)]
+    if not todo or not is_piecewise_linear(net):
+        return z, statuses, None
+    loss = JOINT_LOSS[method]
+    joint = invert_pattern(net, batch[todo], loss=loss, starts=JOINT_STARTS, seed=0,
+                           noise=noise, rtol=rtol, start=z[todo], progress=False)
+    z, statuses = z.copy(), list(statuses)
+    regions: list[PatternReport | None] = [None] * len(batch)
+    for position, i in enumerate(todo):
+        report = joint.regions[position]
+        before = Objective(batch[i], loss, 0.0).value(net.forward(z[i][None])[0] - batch[i],
+                                                      z[i])
+        if report.objective > before:
+            continue
+        z[i], regions[i] = joint.z[position], report
+        if joint.status[position] == Status.NOT_IDENTIFIABLE:
+            statuses[i] = Status.NOT_UNIQUE
+        elif joint.status[position] in REFINED_STATUSES and report.identifiable:
+            statuses[i] = Status.OPTIMAL
+    return z, statuses, regions
+
+
+def needs_refining(result: Inversion, batch: np.ndarray, noise: float | None,
+                   rtol: float) -> np.ndarray:
+    """Which samples of a layer-wise l_inf result the 'auto' method refines: noise stated
+    (> 0), noise found (the output layer's fit above rtol max|x|), or not 'optimal'."""
+    scale = np.max(np.abs(batch), axis=1)
+    eps = np.array([reports[-1].eps if reports else np.inf for reports in result.layers])
+    noisy = (noise is not None and noise > 0) | (eps > rtol * scale)
+    return noisy | (np.asarray(result.status) != Status.OPTIMAL)

@@ -184,8 +184,10 @@ class Inversion:
     """True: the result of one observation (unbatched fields); False: of a batch. `from_batch`
     sets it; a result built by hand without it reads it off z's shape ((k,) or (B, k))."""
     regions: list | PatternReport | None = field(default=None, kw_only=True, repr=False)
-    """The pattern method: a PatternReport per sample (one for a single observation); else
-    None."""
+    """Where the whole network was solved on activation regions (the pattern method, the
+    'auto' refinement, a layer-wise method's joint solve of a non-unique layer): a
+    PatternReport per sample (None for a sample not so solved; one report or None for a
+    single observation); else None. Where present it is the sample's certificate."""
 
     def __post_init__(self) -> None:
         if self.single is None:
@@ -212,30 +214,26 @@ class Inversion:
         """True where every layer is uniquely invertible with a computed sigma_min > 0; for
         the pattern method, where z's region is identifiable and z a certified local optimum
         (or better) on it."""
-        if self.regions is not None:
-            return self._per_region(lambda r: r.identifiable and r.local_optimum)
-
-        def one(reports: list[LayerReport]) -> bool:
+        def one(reports: list[LayerReport], region: PatternReport | None) -> bool:
+            if region is not None:
+                return bool(region.identifiable and region.local_optimum)
             # No reports (gradient methods): nothing was certified.
             return bool(reports) and all(r.unique and r.sigma_min > 0 for r in reports)
 
-        if self.single:
-            return one(self.layers)
-        return np.array([one(reports) for reports in self.layers], dtype=bool)
+        values = [one(reports, region) for reports, region in self._with_regions()]
+        return values[0] if self.single else np.array(values, dtype=bool)
 
     @property
     def error_bound(self) -> np.ndarray | float:
         """Certified bound on ||z - z*||_inf (the first layer's error_bound); see LayerReport.
         The pattern method: its region's bound (PatternReport.error_bound)."""
-        if self.regions is not None:
-            return self._per_region(lambda r: r.error_bound)
-
-        def first(reports: list[LayerReport]) -> float:
+        def first(reports: list[LayerReport], region: PatternReport | None) -> float:
+            if region is not None:
+                return region.error_bound
             return reports[0].error_bound if reports else float("nan")  # nan: no certificate
 
-        if self.single:
-            return first(self.layers)
-        return np.array([first(reports) for reports in self.layers])
+        values = [first(reports, region) for reports, region in self._with_regions()]
+        return values[0] if self.single else np.array(values)
 
     @property
     def eps(self) -> np.ndarray:
@@ -246,10 +244,13 @@ class Inversion:
     def layer_seconds(self) -> np.ndarray:
         return self._per_layer("seconds")
 
-    def _per_region(self, read: Callable[[PatternReport], Any]) -> Any:
+    def _with_regions(self) -> list[tuple[list[LayerReport], PatternReport | None]]:
+        """Per sample: (its layer reports, its PatternReport or None)."""
+        regions = self.regions
         if self.single:
-            return read(self.regions)
-        return np.array([read(report) for report in self.regions])
+            return [(self.layers, regions)]
+        return list(zip(self.layers, regions if regions is not None
+                        else [None] * len(self.layers), strict=True))
 
     def _per_layer(self, name: str) -> np.ndarray:
         table = np.array([[getattr(r, name) for r in reports] for reports in self._samples()])

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from layerinv import _linalg as linalg
 from layerinv._blas import one_torch_thread
 from layerinv.activations import Band
 from layerinv.errors import InputError
@@ -820,7 +821,13 @@ def _pinned_batch(weight: torch.Tensor, pinned: np.ndarray, targets: np.ndarray,
         frobenius = torch.linalg.matrix_norm(inverse)
         mixed = torch.sqrt(absolute.sum(2).max(1).values * absolute.sum(1).max(1).values)
         row_norm = torch.sqrt((inverse**2).sum(1).max(1).values)
-        bounds = torch.stack([1.0 / torch.minimum(frobenius, mixed), row_norm]).cpu().numpy()
+        factor_frobenius = torch.linalg.matrix_norm(factor)
+        norms = torch.stack([frobenius, mixed, row_norm, factor_frobenius]).cpu().numpy()
+        # The rounding margin as `_linalg.margin_bounds` carries it (per sample: its rows).
+        counts = pinned.sum(axis=1)
+        bounds = np.array([linalg.margin_bounds(
+            linalg.FactorNorms(*map(float, norms[:, k]), weight.shape[1]), int(counts[k]))[:2]
+            for k in range(len(counts))]).T
     return h.cpu().numpy(), full_rank.cpu().numpy(), bounds
 
 
