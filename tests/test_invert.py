@@ -167,7 +167,7 @@ def test_both_solvers_recover_noisy_latents(solver):
         (np.ones(599), {}, r"x must have 600 entries per sample"),
         (np.ones((2, 2, 600)), {}, r"x must have shape \(600,\) or \(batch, 600\)"),
         (np.ones((0, 600)), {}, "x must hold at least one sample"),
-        (np.ones(600), {"method": "l2"}, "method must be one of 'exact', 'linf', 'l1'"),
+        (np.ones(600), {"method": "l2"}, "method must be one of 'auto', 'exact', 'linf', 'l1'"),
         (np.ones(600), {"noise": -1.0}, "noise must be a finite number >= 0"),
         (np.ones(600), {"solver": "cplex"}, "solver must be one of"),
     ],
@@ -199,7 +199,7 @@ def test_gradient_methods_are_wired_into_invert():
     refined = invert(net, x, "lp+gd", seed=1, progress=False)
     assert refined.method == "lp+gd" and len(refined.layers) == 2  # the LP's reports kept
     assert relative_error(refined.z, z) < 1e-8
-    with pytest.raises(InputError, match=r"apply only to method='gd' or 'lp\+gd'"):
+    with pytest.raises(InputError, match=r"apply only to methods 'gd', 'lp\+gd'"):
         invert(net, x, "linf", steps=10)
 
 

@@ -365,10 +365,7 @@ def local_search(net: Network, objective: Objective, start: np.ndarray,
 def _flip_candidates(region: Region, fit: RegionFit) -> Iterator[np.ndarray]:
     """The flips to try, best first: every binding face whose multiplier is positive at once,
     then each binding face alone, by decreasing multiplier (the certificate needs them all)."""
-    if not len(region.face_bounds):
-        return
-    slack = region.face_bounds - region.faces @ fit.z
-    binding = np.flatnonzero(slack <= FACE_TOL * (1 + np.abs(region.face_bounds)))
+    binding = _binding_faces(region, fit.z)
     if not len(binding):
         return
     order = binding[np.argsort(-fit.face_multipliers[binding], kind="stable")]
@@ -391,20 +388,67 @@ class RegionCertificate:
     not identifiable."""
 
 
-def certificate(region: Region, objective: Objective, z: np.ndarray,
+def certificate(net: Network, region: Region, objective: Objective, z: np.ndarray,
                 noise: float | None) -> RegionCertificate:
+    """The region's identifiability and error bound at z.
+
+    Where z lies on faces of its region (units at their kink), the regions across those
+    faces contain z too: z is identified only if the region with every such unit switched is
+    of full rank as well (measured: x = 0 on a (2, 6, 14) net was fitted at a z whose output
+    units sat at u = 0, 'on' in a full-rank region while the region with them off, of rank
+    0, holds a whole set of pre-images). "At the kink" is |u_j| <= NEAR_FACE max_j |u_j| of
+    its layer, not only exactly 0: a fit to round-off cannot tell u_j = 1e-10 from u_j < 0
+    (measured: realizable 130 x 250 x 600 data whose z* has fewer than 130 active hidden
+    units were fitted at points just inside a full-rank region, far from z*). sigma_min is
+    the smaller of the two.
+    """
     jac, res0 = objective.measured(region)
     m, k = jac.shape
     if m < k:
         return RegionCertificate(0.0, False, np.inf)
-    singular = np.linalg.svd(jac, compute_uv=False)
-    sigma_min = float(singular[-1])
-    if sigma_min <= RANK_TOL * max(float(singular[0]), 1e-300):
+    sigma_min, full_rank = _rank(jac)
+    on_face = _units_near_faces(region, z)
+    if full_rank and len(on_face):
+        other = region_of(net, flipped(region.pattern, on_face))
+        other_sigma, full_rank = _rank(objective.measured(other)[0])
+        sigma_min = min(sigma_min, other_sigma)
+    if not full_rank:
         return RegionCertificate(sigma_min, False, np.inf)
     eps = float(np.max(np.abs(jac @ z + res0), initial=0.0))
     pinv = np.linalg.pinv(jac)
     bound = float(np.abs(pinv).sum(axis=1).max()) * (eps + (eps if noise is None else noise))
     return RegionCertificate(sigma_min, True, bound)
+
+
+def _rank(jac: np.ndarray) -> tuple[float, bool]:
+    """(sigma_min, full column rank) of a measured Jacobian."""
+    if jac.shape[0] < jac.shape[1]:
+        return 0.0, False
+    singular = np.linalg.svd(jac, compute_uv=False)
+    sigma_min = float(singular[-1])
+    return sigma_min, sigma_min > RANK_TOL * max(float(singular[0]), 1e-300)
+
+
+def _binding_faces(region: Region, z: np.ndarray) -> np.ndarray:
+    """The indices of the faces that bind at z (slack within FACE_TOL)."""
+    slack = region.face_bounds - region.faces @ z
+    return np.flatnonzero(slack <= FACE_TOL * (1 + np.abs(region.face_bounds)))
+
+
+NEAR_FACE = 1e-6
+"""A unit counts as at its kink for the certificate where |u_j| <= NEAR_FACE max |u| of its
+layer (for random z* the smallest of 250 is about 4e-3 of the largest)."""
+
+
+def _units_near_faces(region: Region, z: np.ndarray) -> np.ndarray:
+    """The (layer, unit) pairs whose pre-activation at z is within NEAR_FACE of the kink."""
+    slack = region.face_bounds - region.faces @ z  # |u_j|, every face being sign-adjusted
+    layers = region.face_units[:, 0]
+    scale = np.zeros(len(slack))
+    for layer in np.unique(layers):
+        here = layers == layer
+        scale[here] = np.max(np.abs(slack[here]), initial=0.0)
+    return region.face_units[np.abs(slack) <= NEAR_FACE * scale]
 
 
 # ---------------------------------------------------------------------------- Gauss-Newton
@@ -636,7 +680,7 @@ def _best_of(net: Network, objective: Objective, candidates: list[np.ndarray],
                 not best.fit.certified and solution.fit.certified):
             best = solution
     assert best is not None
-    cert = certificate(best.region, objective, best.z, noise)
+    cert = certificate(net, best.region, objective, best.z, noise)
     status = _status(best, cert, objective, rtol)
     report = PatternReport(objective.loss, best.objective, visited, best.local_optimum,
                            cert.sigma_min, cert.identifiable, cert.error_bound,
@@ -673,7 +717,14 @@ unique: its own norm (l2 for exact, whose answer is a zero-residual fit)."""
 JOINT_STARTS = 2
 """Random starts of that joint solve, beside z = 0 and the walk's answer."""
 
+JOINT_REGIONS = 50
+"""Regions per local search of the joint solve (the walk's answer starts it close)."""
+
 REFINED_STATUSES = (Status.OPTIMAL, Status.LOCAL_OPTIMUM)
+"""The statuses of a pattern answer that count as success."""
+
+PATTERN_OPTIONS = ("loss", "prior", "starts", "seed", "max_regions")
+"""What `invert(method='pattern' or 'auto', **options)` passes on to `invert_pattern`."""
 
 
 def is_piecewise_linear(net: Network) -> bool:
@@ -681,18 +732,18 @@ def is_piecewise_linear(net: Network) -> bool:
 
 
 def solve_jointly(net: Network, batch: np.ndarray, z: np.ndarray, statuses: list[Status],
-                  method: str, noise: float | None, rtol: float
+                  method: str, noise: float | None, rtol: float, fit_limits: Sequence[float]
                   ) -> tuple[np.ndarray, list[Status], list[PatternReport | None] | None]:
     """A layer-wise answer finished on the whole network where a layer did not determine it.
 
     Samples whose status is 'not_unique' or 'fit_lost' are solved again on activation
-    regions (loss JOINT_LOSS[method], starting from the walk's z among others). The joint
-    answer replaces the walk's where its objective is no higher; the sample's status is then
-    'optimal' (zero residual on an identifiable region, or a certified local optimum of the
-    l_inf / l_1 fit on one, the whole network then determining z as the layers do for
-    'optimal'), 'not_unique' where that region is rank-deficient too (the whole network does
-    not determine z there), and otherwise unchanged. Returns (z, statuses, regions), regions
-    None where no sample needed it (or the network is not piecewise linear).
+    regions (loss JOINT_LOSS[method], starting from the walk's z among others), and the
+    joint answer replaces the walk's as `_joint_status` says. `fit_limits[i]` is the walk's
+    promise for sample i (FIT_FACTOR eps_last + FIT_FLOOR max|x|). 'optimal' then certifies
+    the region: z is the only point of it with its output (other regions may hold other
+    pre-images; `exact.preimage` decides that globally on small networks). Returns (z,
+    statuses, regions), regions None where no sample needed it (or the network is not
+    piecewise linear).
     """
     todo = [i for i, status in enumerate(statuses)
             if status in (Status.NOT_UNIQUE, Status.FIT_LOST)]
@@ -700,21 +751,37 @@ def solve_jointly(net: Network, batch: np.ndarray, z: np.ndarray, statuses: list
         return z, statuses, None
     loss = JOINT_LOSS[method]
     joint = invert_pattern(net, batch[todo], loss=loss, starts=JOINT_STARTS, seed=0,
-                           noise=noise, rtol=rtol, start=z[todo], progress=False)
+                           max_regions=JOINT_REGIONS, noise=noise, rtol=rtol, start=z[todo],
+                           progress=False)
     z, statuses = z.copy(), list(statuses)
     regions: list[PatternReport | None] = [None] * len(batch)
     for position, i in enumerate(todo):
-        report = joint.regions[position]
-        before = Objective(batch[i], loss, 0.0).value(net.forward(z[i][None])[0] - batch[i],
-                                                      z[i])
-        if report.objective > before:
-            continue
-        z[i], regions[i] = joint.z[position], report
-        if joint.status[position] == Status.NOT_IDENTIFIABLE:
-            statuses[i] = Status.NOT_UNIQUE
-        elif joint.status[position] in REFINED_STATUSES and report.identifiable:
-            statuses[i] = Status.OPTIMAL
+        status = _joint_status(joint.status[position], joint.residual[position],
+                               fit_limits[i], method)
+        if status is not None:
+            z[i], statuses[i], regions[i] = joint.z[position], status, joint.regions[position]
     return z, statuses, regions
+
+
+def _joint_status(status: Status, residual: float, fit_limit: float,
+                  method: str) -> Status | None:
+    """A joint answer's status for a layer-wise method; None: keep the walk's answer.
+
+    exact: 'optimal' only for a zero-residual fit on an identifiable region (the pattern
+    method's 'optimal'); 'not_unique' for a zero-residual fit on a rank-deficient one.
+    linf, l1: a certified answer on an identifiable region is 'optimal' where it keeps the
+    walk's promise ||G(z) - x||_inf <= `fit_limit`; rank-deficient there: 'not_unique'.
+    Anything else (a local optimum of exact's l2 fit that does not fit, a fit worse than the
+    promise) leaves the walk's answer and status as they were.
+    """
+    if status == Status.NOT_IDENTIFIABLE:
+        fits = residual <= fit_limit
+        return Status.NOT_UNIQUE if fits else None
+    if method == "exact":
+        return Status.OPTIMAL if status == Status.OPTIMAL else None
+    if status in REFINED_STATUSES and residual <= fit_limit:
+        return Status.OPTIMAL
+    return None
 
 
 def needs_refining(result: Inversion, batch: np.ndarray, noise: float | None,

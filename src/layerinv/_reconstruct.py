@@ -297,8 +297,10 @@ class _Problem:
     # -- pieces
     def project(self, v: np.ndarray) -> np.ndarray:
         """z of the layer-wise LP for the point v (not certified)."""
+        # joint=False: a projection of a point off the range is expected not to be unique;
+        # the joint solve would refit it on regions at every step (the polish does that once).
         return invert(self.net, v, self.opts.projection, certify=False, progress=False,
-                      solver=self.opts.solver).z
+                      solver=self.opts.solver, joint=False).z
 
     def loss(self, x: np.ndarray, y: np.ndarray) -> float:
         ax = self.A @ x

@@ -13,6 +13,15 @@ from tqdm.auto import tqdm
 from layerinv import solvers
 from layerinv._blas import single_threaded_blas
 from layerinv._layer_inversion import METHODS, LayerOptions, invert_layer_batch
+from layerinv._pattern import (
+    PATTERN_OPTIONS,
+    REFINED_STATUSES,
+    check_piecewise_linear,
+    invert_pattern,
+    is_piecewise_linear,
+    needs_refining,
+    solve_jointly,
+)
 from layerinv._validation import check_batch, check_choice, check_positive
 from layerinv.errors import InputError
 from layerinv.network import Network
@@ -31,24 +40,33 @@ FIT_FACTOR = 10.0
 FIT_FLOOR = 1e-6
 
 
-ALL_METHODS = (*METHODS, *GRADIENT_METHODS)
+PATTERN_METHODS = ("pattern", "auto")
+ALL_METHODS = ("auto", *METHODS, "pattern", *GRADIENT_METHODS)
 
 
-def invert(net: Network, x: object, method: str = "linf", *, noise: float | None = None,
+def invert(net: Network, x: object, method: str = "auto", *, noise: float | None = None,
            solver: str = "auto", active_tol: float = 1e-6, rtol: float = 1e-9,
-           max_passes: int = 3, certify: bool = True, n_jobs: int | None = None,
-           progress: bool | None = None, **gd_options: Any) -> Inversion:
-    """Invert G layer by layer: find z with G(z) close to x.
+           max_passes: int = 3, certify: bool = True, joint: bool = True,
+           n_jobs: int | None = None, progress: bool | None = None,
+           **options: Any) -> Inversion:
+    """Invert G: find z with G(z) close to x, layer by layer and on activation regions.
 
     Parameters
     ----------
     net : Network
     x : array, shape (n,) or (B, n)
         Observations of the network's output.
-    method : {'exact', 'linf', 'l1', 'gd', 'lp+gd'}
-        Eq. (4), (5) or (6) of Lei et al. (2019), applied from the last layer back to z;
-        'gd' is gradient descent on the latent (`layerinv.baselines.gradient_descent`, preset
-        'bora2017' unless told otherwise); 'lp+gd' refines the l_inf answer by gradient steps.
+    method : {'auto', 'exact', 'linf', 'l1', 'pattern', 'gd', 'lp+gd'}
+        'exact', 'linf', 'l1': eq. (4), (5) or (6) of Lei et al. (2019), applied from the last
+        layer back to z, the whole network solved jointly where a layer's pre-image is not
+        unique (`joint`). 'pattern': the whole network fitted on activation regions
+        (`_pattern.py`: Gauss-Newton from seeded starts and the l_inf answer, then a
+        certified local search), for trained, non-expansive decoders and heavy noise.
+        'auto' (the default): 'linf', then 'pattern' (l2) on the samples where noise is
+        stated or found (the output layer's fit above rtol max|x|) or 'linf' is not
+        optimal; for networks that are not piecewise linear, 'linf' alone. 'gd' is gradient
+        descent on the latent (`layerinv.baselines.gradient_descent`, preset 'bora2017'
+        unless told otherwise); 'lp+gd' runs it with the l_inf answer as one more start.
     noise : float, optional
         A bound on ||x - G(z*)||_inf stated by the user. It is the active threshold of the
         last layer and bounds its slack. 'noise_bound_violated' is claimed only when the
@@ -75,23 +93,33 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
         `solvers.solve_many`: a layer's round with less than about 2 s of LP work stays in
         this process (`solvers.PARALLEL_MIN_SECONDS`). BLAS runs on one thread per solve
         (_blas.py says why).
+    joint : bool
+        Layer-wise methods: where a layer's pre-image is not unique ('not_unique', or a fit
+        lost below it), solve the whole network jointly on activation regions from the
+        walk's answer (`_pattern.solve_jointly`), so that 'not_unique' is reported only
+        where the whole network does not determine z. False: the paper's pipeline alone.
     progress : bool, optional
         A progress bar; None shows one only if the run lasts more than two seconds.
-    **gd_options
-        For 'gd' and 'lp+gd' only: the options of `layerinv.baselines.gradient_descent`
-        (preset, optimizer, lr, steps, restarts, seed, ...).
+    **options
+        'gd' and 'lp+gd': the options of `layerinv.baselines.gradient_descent` (preset,
+        optimizer, lr, steps, restarts, seed, ...). 'pattern' and 'auto': loss ('l2',
+        'linf', 'l1'; 'auto' refines with 'l2'), prior (the weight of prior ||z||^2, as
+        gradient descent's prior_weight), starts (seeded random starts, default 8), seed,
+        max_regions.
     """
     if not isinstance(net, Network):
         raise InputError(f"net must be a layerinv.Network; got {type(net).__name__}")
     method = check_choice(method, ALL_METHODS, "method")
+    lp_options = {"noise": noise, "solver": solver, "active_tol": active_tol, "rtol": rtol,
+                  "max_passes": max_passes, "certify": certify, "joint": joint,
+                  "n_jobs": n_jobs}
     if method in GRADIENT_METHODS:
-        return _invert_by_gradient(net, x, method, progress, gd_options,
-                                   noise=noise, solver=solver, active_tol=active_tol,
-                                   rtol=rtol, max_passes=max_passes, certify=certify,
-                                   n_jobs=n_jobs)
-    if gd_options:
-        raise InputError(f"options {sorted(gd_options)} apply only to method='gd' or "
-                         f"'lp+gd'; got method={method!r}")
+        return _invert_by_gradient(net, x, method, progress, options, **lp_options)
+    if method in PATTERN_METHODS:
+        return _invert_on_patterns(net, x, method, progress, options, lp_options)
+    if options:
+        raise InputError(f"options {sorted(options)} apply only to methods 'gd', 'lp+gd' "
+                         f"(gradient descent's) or 'pattern', 'auto'; got method={method!r}")
     solver = check_choice(solver, solvers.names(), "solver")
     if noise is not None:
         noise = check_positive(noise, "noise", allow_zero=True)
@@ -120,12 +148,59 @@ def invert(net: Network, x: object, method: str = "linf", *, noise: float | None
     seconds = time.perf_counter() - started
 
     residual = np.max(np.abs(net.forward(z) - batch), axis=1)
-    statuses = np.array([_status(reports, r, FIT_FLOOR * float(np.abs(x_b).max()))
-                         for reports, r, x_b in zip(all_reports, residual, batch, strict=True)],
-                        dtype=object)
-    success = statuses == Status.OPTIMAL
+    statuses = [_status(reports, r, FIT_FLOOR * float(np.abs(x_b).max()))
+                for reports, r, x_b in zip(all_reports, residual, batch, strict=True)]
+    regions = None
+    if joint:
+        limits = [FIT_FACTOR * reports[-1].eps + FIT_FLOOR * float(np.abs(x_b).max())
+                  for reports, x_b in zip(all_reports, batch, strict=True)]
+        z, statuses, regions = solve_jointly(net, batch, z, statuses, method, noise, rtol,
+                                             limits)
+        if regions is not None:
+            residual = np.max(np.abs(net.forward(z) - batch), axis=1)
+            seconds = time.perf_counter() - started
+    success = np.array(statuses, dtype=object) == Status.OPTIMAL
     return Inversion.from_batch(z, success, statuses, all_reports, residual, seconds, method,
-                                single=single)
+                                single=single, regions=regions)
+
+
+def _invert_on_patterns(net: Network, x: object, method: str, progress: bool | None,
+                        options: dict[str, Any], lp_options: dict[str, Any]) -> Inversion:
+    """'pattern': the l_inf answer as a start of `invert_pattern`; 'auto': the l_inf answer,
+    refined by `invert_pattern` (l2 unless told) where `needs_refining` says so."""
+    unknown = sorted(set(options) - set(PATTERN_OPTIONS))
+    if unknown:
+        raise InputError(f"options {unknown} do not apply to method={method!r}; it takes "
+                         f"{list(PATTERN_OPTIONS)}")
+    started = time.perf_counter()
+    batch, single = check_batch(x, net.output_dim, "x")
+    piecewise = is_piecewise_linear(net)
+    if method == "pattern" and not piecewise:
+        check_piecewise_linear(net)  # the InputError naming the layer
+    # The pattern solve covers what the joint solve would (every sample not 'optimal'); the
+    # certificate of an answer 'pattern' replaces anyway is not computed.
+    lp = invert(net, batch, "linf", progress=progress,
+                **{**lp_options, "joint": False,
+                   "certify": lp_options["certify"] and method == "auto"})
+    noise, rtol = lp_options["noise"], lp_options["rtol"]
+    chosen = (np.ones(len(batch), dtype=bool) if method == "pattern"
+              else needs_refining(lp, batch, noise, rtol) if piecewise
+              else np.zeros(len(batch), dtype=bool))
+    z, statuses = np.array(lp.z, copy=True), list(lp.status)
+    regions: list = [None] * len(batch) if lp.regions is None else list(lp.regions)
+    if chosen.any():
+        index = np.flatnonzero(chosen)
+        refined = invert_pattern(net, batch[index], noise=noise, rtol=rtol,
+                                 start=z[index], progress=progress, **options)
+        for position, i in enumerate(index):
+            z[i], statuses[i] = refined.z[position], refined.status[position]
+            regions[i] = refined.regions[position]
+    residual = np.max(np.abs(net.forward(z) - batch), axis=1)
+    success = [status in REFINED_STATUSES for status in statuses]
+    return Inversion.from_batch(z, success, statuses, lp.layers, residual,
+                                time.perf_counter() - started, method, single=single,
+                                regions=regions if any(r is not None for r in regions)
+                                else None)
 
 
 def _invert_by_gradient(net: Network, x: object, method: str, progress: bool | None,

@@ -152,11 +152,12 @@ def invert_and_measure(net: Any, z: np.ndarray, x: np.ndarray, method: str,
 
         with one_torch_thread():
             started = time.perf_counter()
-            result = invert(net, x, method, progress=False, seed=gd_seed)
+            result = invert(net, x, method, progress=False, seed=gd_seed, joint=False)
             seconds = time.perf_counter() - started
     else:
         started = time.perf_counter()
-        result = invert(net, x, method, progress=False)
+        # joint=False: the paper's layer-wise pipeline alone (Figure 2 measures its limit).
+        result = invert(net, x, method, progress=False, joint=False)
         seconds = time.perf_counter() - started
     return _measure(z, result.z, str(result.status), bool(result.success),
                     float(result.residual), seconds)
