@@ -55,3 +55,18 @@ def realizable_instance(widths, seed, **net_options):
 if os.environ.get("CI"):
     settings.register_profile("ci", derandomize=True, print_blob=True)
     settings.load_profile("ci")
+
+
+def repaired_objective(problem, h: np.ndarray) -> float:
+    """The objective at h (clipped into its box) with the smallest slacks that make it
+    feasible: an upper bound on the optimum, whatever tolerance found h."""
+    h = np.clip(h, problem.h_low, problem.h_high)
+    lower, upper = problem.shifted_band()
+    band, u = problem.band, problem.operator.apply(h)
+    with np.errstate(invalid="ignore"):
+        above = np.where(np.isfinite(upper), (u - upper) / band.upper_slope, 0.0)
+        below = np.where(np.isfinite(lower), (lower - u) / band.lower_slope, 0.0)
+    needed = np.maximum(np.maximum(above, below), band.t_floor)
+    if problem.norm == "linf":
+        return float(max(needed.max(), problem.slack_floors()[0]))
+    return float(needed.sum())

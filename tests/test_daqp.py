@@ -8,7 +8,7 @@ import types
 
 import numpy as np
 import pytest
-from conftest import realizable_instance, relative_error
+from conftest import realizable_instance, relative_error, repaired_objective
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_statuses import bounded_noise
@@ -38,21 +38,6 @@ def noisy_problem(seed: int, activation: str, norm: str, m: int, n: int, noise: 
 
 def agrees(value: float, reference: float) -> bool:
     return abs(value - reference) <= 1e-7 * abs(reference) + 1e-12
-
-
-def repaired_objective(problem: LayerProblem, h: np.ndarray) -> float:
-    """The objective at h (clipped into its box) with the smallest slacks that make it
-    feasible: an upper bound on the optimum, whatever tolerance found h."""
-    h = np.clip(h, problem.h_low, problem.h_high)
-    lower, upper = problem.shifted_band()
-    band, u = problem.band, problem.operator.apply(h)
-    with np.errstate(invalid="ignore"):
-        above = np.where(np.isfinite(upper), (u - upper) / band.upper_slope, 0.0)
-        below = np.where(np.isfinite(lower), (lower - u) / band.lower_slope, 0.0)
-    needed = np.maximum(np.maximum(above, below), band.t_floor)
-    if problem.norm == "linf":
-        return float(max(needed.max(), problem.slack_floors()[0]))
-    return float(needed.sum())
 
 
 def agrees_with_highs(value: float, problem: LayerProblem, highs: solvers.LPResult) -> bool:

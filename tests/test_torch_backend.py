@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import realizable_instance
+from conftest import realizable_instance, repaired_objective
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,21 +45,6 @@ def layer_batch(seed: int, activation: str, norm: str, m: int, n: int, noise: fl
         problems.append(LayerProblem(operator, b, act.band(y, threshold=noise), low,
                                      np.full(m, np.inf), norm))
     return problems
-
-
-def repaired_objective(problem: LayerProblem, h: np.ndarray) -> float:
-    """The objective at h (clipped into its box) with the smallest slacks that make it
-    feasible: an upper bound on the optimum."""
-    h = np.clip(h, problem.h_low, problem.h_high)
-    lower, upper = problem.shifted_band()
-    band, u = problem.band, problem.operator.apply(h)
-    with np.errstate(invalid="ignore"):
-        above = np.where(np.isfinite(upper), (u - upper) / band.upper_slope, 0.0)
-        below = np.where(np.isfinite(lower), (lower - u) / band.lower_slope, 0.0)
-    needed = np.maximum(np.maximum(above, below), band.t_floor)
-    if problem.norm == "linf":
-        return float(max(needed.max(), problem.slack_floors()[0]))
-    return float(needed.sum())
 
 
 batches = st.builds(

@@ -100,11 +100,12 @@ class LayerReport:
     unique: bool
     """The pinned rows have full column rank: the layer's pre-image is locally unique."""
     sigma_min: float
-    """Smallest singular value of the pinned rows (in output units); nan without certify."""
+    """A proven lower bound on the smallest singular value of the pinned rows (in output
+    units); nan without certify."""
     error_bound: float
-    """Certificate: ||h - h*||_inf <= min(sqrt(n_active) / sigma_min, ||W_A^+||_inf)
-    (eps + incoming), incoming bounding the error of this layer's observation (the second
-    term only where an LP formed W_A^+; ARCHITECTURE.md, "Certificates").
+    """Certificate: ||h - h*||_inf <= sqrt(n_active) max_i ||row i of W_A^+||_2 (eps +
+    incoming), incoming bounding the error of this layer's observation, the row norms from
+    the inverse Cholesky factor with their rounding margin (ARCHITECTURE.md, "Certificates").
     inf when not unique, nan without certify."""
     error_estimate: float
     """Typical size of ||h - h*||_inf, 2 eps max_i ||(W_A^+)_i||_2 (measured within a factor
@@ -167,6 +168,12 @@ class Inversion:
     contradicts the stated noise bound; z is the fit found as if no bound had been stated.
     'fit_lost': ||G(z) - x|| breaks that promise (a non-unique layer handed down a point the
     layers below cannot produce); each layer's own status stays in `layers`. 'solver_error'.
+    With joint=True a sample a layer left 'not_unique' or 'fit_lost' is solved on the whole
+    network: 'optimal' then certifies its region (`regions`), 'not_unique' says that region
+    is rank-deficient too.
+    'pattern' and the samples 'auto' refined: 'optimal' (zero residual on an identifiable
+    region), 'local_optimum' (certified), 'not_identifiable', 'max_steps' or 'solver_error';
+    `success` is 'optimal' or 'local_optimum'.
     Gradient methods: the stop reason, one of gradient.GD_STATUSES ('converged', 'stalled',
     'diverged', 'max_steps'), and `success` is judged on the fit. 'pgd': one of
     reconstruct's PGD_STATUSES ('converged', 'stalled', 'max_steps')."""
