@@ -11,6 +11,7 @@ from scipy.optimize import linprog
 
 import layerinv
 from layerinv import _pattern as pattern
+from layerinv import pretrained
 from layerinv.errors import InputError
 from layerinv.results import Status
 
@@ -270,3 +271,20 @@ def test_the_pattern_method_through_invert():
         layerinv.invert(net, net.forward(z), "auto", lp_start=True, progress=False)
     started = layerinv.invert(net, net.forward(z), "pattern", lp_start=True, progress=False)
     assert np.all(started.residual < 1e-9)
+
+
+def test_a_noisy_joint_answer_is_a_local_optimum_never_optimal():
+    """The shipped decoder under heavy noise: every layer-wise answer is not unique; the
+    joint solve's answers (linf, l1) are certified local optima at best, never 'optimal'."""
+    decoder = pretrained.mnist_generator("relu")
+    rng = np.random.default_rng(15)
+    x = decoder.forward(rng.normal(size=(3, 20))) + 0.5 * rng.normal(size=(3, 784))
+    for method in ("linf", "l1"):
+        result = layerinv.invert(decoder, x, method, progress=False)
+        alone = layerinv.invert(decoder, x, method, progress=False, joint=False)
+        assert not np.any(alone.status == Status.OPTIMAL)
+        assert not np.any(result.status == Status.OPTIMAL), method
+        assert result.regions is not None
+        for status, region in zip(result.status, result.regions, strict=True):
+            if status == Status.LOCAL_OPTIMUM:
+                assert region is not None and region.local_optimum and region.identifiable

@@ -169,8 +169,8 @@ class Inversion:
     'fit_lost': ||G(z) - x|| breaks that promise (a non-unique layer handed down a point the
     layers below cannot produce); each layer's own status stays in `layers`. 'solver_error'.
     With joint=True a sample a layer left 'not_unique' or 'fit_lost' is solved on the whole
-    network: 'optimal' then certifies its region (`regions`), 'not_unique' says that region
-    is rank-deficient too.
+    network: 'optimal' (a zero-residual fit) or 'local_optimum' (noisy data) then certify
+    its region (`regions`), 'not_unique' says that region is rank-deficient too.
     'pattern' and the samples 'auto' refined: 'optimal' (zero residual on an identifiable
     region), 'local_optimum' (certified), 'not_identifiable', 'max_steps' or 'solver_error';
     `success` is 'optimal' or 'local_optimum'.
