@@ -7,8 +7,9 @@ Run by hand from the repository root (never in the tests):
 Parts (each prints success rates beside times, ratios measured in this run):
 - noisy:  random k x 250 x 600 ReLU nets (k = 20, 110), x = G(z*) + e, e uniform in
           [-a, a], a = 1e-3 max|G(z*)|: median relative latent error and wall time of
-          `invert(method="pattern")` (l2 and linf) against `invert(method="linf")` on the
-          same instances (targets: error <= 0.5x, time <= 3x).
+          `invert(method="pattern")` (l2 and linf) and of the default 'auto' (linf, then the
+          l2 refinement from its answer) against `invert(method="linf")` on the same
+          instances (targets: error <= 0.5x, time <= 3x).
 - narrow: realizable data on non-expansive nets (random 20 x 30 x 500 and 20 x 40 x 500,
           and the shipped 20 x 60 x 784 decoder): the rate at which the Jacobian on z*'s
           region has full rank, and the recovery rates (||z - z*||_inf < 1e-6) of
@@ -49,7 +50,8 @@ def _timed(function, *args, **kwargs):
 def noisy(count: int, rng: np.random.Generator) -> None:
     print("== noisy random nets (uniform noise 1e-3 of max|x|)")
     for k in (20, 110):
-        errors: dict[str, list[float]] = {"linf": [], "pattern l2": [], "pattern linf": []}
+        errors: dict[str, list[float]] = {"linf": [], "auto": [], "pattern l2": [],
+                                          "pattern linf": []}
         seconds = dict.fromkeys(errors, 0.0)
         for _ in range(count):
             net = layerinv.random_network((k, 250, 600), "relu", seed=rng)
@@ -57,7 +59,7 @@ def noisy(count: int, rng: np.random.Generator) -> None:
             clean = net.forward(z)
             a = 1e-3 * np.abs(clean).max()
             x = clean + rng.uniform(-a, a, size=clean.shape)
-            for name, options in (("linf", {"method": "linf"}),
+            for name, options in (("linf", {"method": "linf"}), ("auto", {"method": "auto"}),
                                   ("pattern l2", {"method": "pattern", "loss": "l2"}),
                                   ("pattern linf", {"method": "pattern", "loss": "linf"})):
                 result, spent = _timed(layerinv.invert, net, x, progress=False, **options)

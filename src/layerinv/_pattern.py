@@ -568,21 +568,22 @@ def invert_pattern(net: Network, x: object, *, loss: str = "l2", prior: float = 
                    starts: int = 8, seed: object = 0, max_regions: int = 200,
                    noise: float | None = None, rtol: float = 1e-9,
                    start: np.ndarray | None = None, rows: np.ndarray | None = None,
-                   progress: bool | None = None) -> Inversion:
+                   polish: int = POLISHED, progress: bool | None = None) -> Inversion:
     """`invert(net, x, method="pattern")`: the whole network fitted on activation regions.
 
     Per sample: Gauss-Newton (`gauss_newton`, the l2 objective with `prior`) from z = 0,
     from `start` (e.g. the layer-wise answer) where given and from `starts` seeded N(0, I)
     draws, all at once; then the certified local search (`local_search`, on `loss`) from
-    the POLISHED best distinct answers (and from `start` itself for linf and l1), at most
-    `max_regions` regions each. The best is returned with its region's certificate.
+    the `polish` (POLISHED) best distinct answers (and from `start` itself for linf and l1),
+    at most `max_regions` regions each. The best is returned with its region's certificate.
     `rows` (m, n_out) is a linear measurement A (the objective is then on A G(z) - x).
     """
     check_piecewise_linear(net)
     loss = check_choice(loss, LOSSES, "loss")
     prior = check_positive(prior, "prior", allow_zero=True)
     rtol = check_positive(rtol, "rtol", allow_zero=True)
-    for name, value, low in (("starts", starts, 0), ("max_regions", max_regions, 1)):
+    for name, value, low in (("starts", starts, 0), ("max_regions", max_regions, 1),
+                             ("polish", polish, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InputError(f"{name} must be an int >= {low}; got {value!r}")
     if noise is not None:
@@ -595,13 +596,13 @@ def invert_pattern(net: Network, x: object, *, loss: str = "l2", prior: float = 
                          f"{np.shape(start)}")
     with single_threaded_blas():  # _blas.py: threads cost 10x on busy cores
         return _invert_batch(net, batch, single, loss, prior, starts, seed, max_regions,
-                             noise, rtol, extra, rows, progress)
+                             noise, rtol, extra, rows, polish, progress)
 
 
 def _invert_batch(net: Network, batch: np.ndarray, single: bool, loss: str, prior: float,
                   starts: int, seed: object, max_regions: int, noise: float | None,
                   rtol: float, extra: np.ndarray | None, rows: np.ndarray | None,
-                  progress: bool | None) -> Inversion:
+                  polish: int, progress: bool | None) -> Inversion:
     began = time.perf_counter()
     points = _start_points(net.input_dim, len(batch), extra, starts, seed)
     per_sample = points.shape[1]
@@ -615,7 +616,7 @@ def _invert_batch(net: Network, batch: np.ndarray, single: bool, loss: str, prio
         sample_began = time.perf_counter()
         objective = Objective(batch[b], loss, prior, rows,
                               _ambiguous_rows(net, batch[b], noise, rows, loss))
-        candidates = _distinct(z_gn[b], values[b])
+        candidates = _distinct(z_gn[b], values[b], polish)
         if extra is not None and loss != "l2":
             candidates.append(extra[b])
         answers.append(_best_of(net, objective, candidates, max_regions, noise, rtol,
@@ -655,14 +656,14 @@ def _start_points(k: int, n_samples: int, extra: np.ndarray | None, starts: int,
     return np.concatenate([*fixed, drawn], axis=1)
 
 
-def _distinct(points: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
-    """The POLISHED lowest-valued points, skipping any that repeats one already taken."""
+def _distinct(points: np.ndarray, values: np.ndarray, count: int) -> list[np.ndarray]:
+    """The `count` lowest-valued points, skipping any that repeats one already taken."""
     chosen: list[np.ndarray] = []
     for i in np.argsort(values, kind="stable"):
         point = points[i]
         if all(np.linalg.norm(point - c) > 1e-6 * (1 + np.linalg.norm(c)) for c in chosen):
             chosen.append(point)
-        if len(chosen) == POLISHED:
+        if len(chosen) == count:
             break
     return chosen
 

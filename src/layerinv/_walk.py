@@ -196,10 +196,21 @@ def _invert_on_patterns(net: Network, x: object, method: str, progress: bool | N
               else np.zeros(len(batch), dtype=bool))
     z, statuses = np.array(lp.z, copy=True), list(lp.status)
     regions: list = [None] * len(batch) if lp.regions is None else list(lp.regions)
-    if chosen.any():
-        index = np.flatnonzero(chosen)
+    # A layer-wise answer every layer certified unique starts in the right basin: 'auto'
+    # refines it from there (no random starts unless told, the best Gauss-Newton answer
+    # polished alone), the others get the seeded starts too (measured, noisy
+    # 110 x 250 x 600: 8 random starts cost 6.7x the l_inf time for the same error).
+    unique = np.array([status == Status.OPTIMAL for status in statuses])
+    for group in (chosen & unique, chosen & ~unique):
+        if not group.any():
+            continue
+        index = np.flatnonzero(group)
+        group_options = dict(options)
+        if method == "auto" and unique[index[0]]:
+            group_options.setdefault("starts", 0)
+            group_options["polish"] = 1
         refined = invert_pattern(net, batch[index], noise=noise, rtol=rtol,
-                                 start=z[index], progress=progress, **options)
+                                 start=z[index], progress=progress, **group_options)
         for position, i in enumerate(index):
             z[i], statuses[i] = refined.z[position], refined.status[position]
             regions[i] = refined.regions[position]
