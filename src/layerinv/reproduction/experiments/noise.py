@@ -6,9 +6,7 @@ afresh for every instance, and 'mnist', the shipped MNIST generator (20 x 60 x 7
 Noise: 'uniform' (i.i.d. U[-1, 1]) or 'gaussian' (i.i.d. N(0, 1)) directions, scaled so that
 the **relative noise** ||e||_2 / ||G(z*)||_2 equals the level exactly, levels 1e-6 ... 1e-1.
 Methods: the l_inf LP (eq. 5) and the l_1 LP (eq. 6), no noise bound given (noise=None), the
-paper's layer-wise pipeline alone (joint=False); and 'pattern', the whole network fitted on
-activation regions (`invert(method='pattern')`, l2 loss, seeded starts and the l_inf answer),
-beside them.
+paper's layer-wise pipeline alone (joint=False).
 
 Metrics: the relative recovery error ||z_hat - z*||_2 / ||z*||_2, the l_inf error
 ||z_hat - z*||_inf, eps = ||e||_inf (the theorem's noise size), the certificate's guaranteed bound
@@ -39,24 +37,20 @@ NETWORKS = ("random", "mnist")
 RANDOM_WIDTHS = (20, 100, 500)
 NOISES = ("uniform", "gaussian")
 LEVELS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-METHODS = ("linf", "l1", "pattern")
-CERTIFIED = ("optimal", "local_optimum")
-"""Statuses the summary counts as certified: the LPs' 'optimal', the pattern method's
-certified local optimum (noisy data have no certified global one)."""
+METHODS = ("linf", "l1")
 TRIALS = 200
 QUICK_TRIALS = 3
 SEED = 0
 TIMING_FIELDS = ("seconds",)
 NETWORK_LABELS = {"random": "random ReLU net 20 x 100 x 500",
                   "mnist": "MNIST generator 20 x 60 x 784"}
-METHOD_LABELS = {"linf": r"$\ell_\infty$ LP", "l1": r"$\ell_1$ LP", "pattern": "pattern (l2)"}
+METHOD_LABELS = {"linf": r"$\ell_\infty$ LP", "l1": r"$\ell_1$ LP"}
 
 DESCRIPTION = (
     "Relative recovery error ||z_hat - z*|| / ||z*|| against the relative noise ||e|| / ||G(z*)|| "
     "(set exactly by scaling a uniform or Gaussian draw), on a random 20 x 100 x 500 ReLU net "
     "(a fresh one per instance) and on the shipped MNIST generator (20 x 60 x 784), with the "
-    "l_inf and l_1 LPs and the pattern method (l2). Each run is a dot and the median per level "
-    "a line. The second figure "
+    "l_inf and l_1 LPs. Each run is a dot and the median per level a line. The second figure "
     "plots the l_inf error ||z_hat - z*||_inf against eps = ||e||_inf with the theorem's shape "
     "2^d eps / c^d (c fitted: the theorem gives no number).")
 PAPER = (
@@ -181,7 +175,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
     groups = _groups(rows)
     levels = sorted({float(r["level"]) for r in rows})
     header = ["network", "noise", "method", "runs/level", *(f"{lv:g}" for lv in levels),
-              "slope", "c fit", "certified"]
+              "slope", "c fit", "optimal"]
     body = []
     for net in NETWORKS:
         for kind in NOISES:
@@ -195,7 +189,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
                 body.append([net, kind, method, str(per),
                              *(f"{by_level[lv]:.1e}" if lv in by_level else "" for lv in levels),
                              f"{slope(xs, ys):.2f}", f"{theorem_c(members):.2f}",
-                             f"{np.mean([r['status'] in CERTIFIED for r in members]):.0%}"])
+                             f"{np.mean([r['status'] == 'optimal' for r in members]):.0%}"])
     return ("Median relative recovery error per relative noise level; slope = fitted log-log "
             "slope (1 = linear); c fit = the theorem's c from the l_inf errors.\n\n"
             + markdown_table(header, body))
@@ -211,8 +205,8 @@ def figures(rows: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
     if not panels:
         return []
     out = []
-    colors = {"linf": "tab:blue", "l1": "tab:orange", "pattern": "tab:green"}
-    offsets = {"linf": 0.92, "l1": 1.08, "pattern": 1.0}
+    colors = {"linf": "tab:blue", "l1": "tab:orange"}
+    offsets = {"linf": 0.92, "l1": 1.08}
     for figure, (field, x_field, name, ylabel, xlabel) in enumerate((
             ("rel_error", "rel_noise", "noise_relative_error.png",
              r"relative error $\|\hat z - z^*\|_2 / \|z^*\|_2$",
