@@ -5,8 +5,9 @@ NeurIPS 2019.
 
 The public API, modelled on scipy.optimize (one front door per task, a result object):
 
-- `invert(net, x, method)` -> `Inversion` (per layer, `LayerReport`): a latent z with G(z)
-  close to x, certified where the layers are uniquely invertible;
+- `invert(net, x, method)` -> `Inversion` (per layer, `LayerReport`; per sample solved on
+  activation regions, `PatternReport`): a latent z with G(z) close to x, certified where the
+  layers, or the region found, determine it;
 - `reconstruct(net, y, measurement)` -> `Reconstruction`: the inverse problems, with the
   operators of `layerinv.measurements` (compose with `*`, as DeepInverse's);
 - `Network`, `Layer`, `random_network`; the activations (`ReLU`, `LeakyReLU`, `ELU`,
@@ -35,7 +36,7 @@ from layerinv.activations import (
 from layerinv.activations import Identity as IdentityActivation
 from layerinv.errors import InputError, LayerinvError, NetworkFileError, UnsupportedLayerError
 from layerinv.network import Layer, Network, random_network
-from layerinv.results import Inversion, LayerReport, Reconstruction, Status
+from layerinv.results import Inversion, LayerReport, PatternReport, Reconstruction, Status
 
 __all__ = [
     "ELU",
@@ -49,6 +50,7 @@ __all__ = [
     "LeakyReLU",
     "Network",
     "NetworkFileError",
+    "PatternReport",
     "ReLU",
     "Reconstruction",
     "Sigmoid",
