@@ -70,3 +70,16 @@ def repaired_objective(problem, h: np.ndarray) -> float:
     if problem.norm == "linf":
         return float(max(needed.max(), problem.slack_floors()[0]))
     return float(needed.sum())
+
+
+def set_ceiling(problem, ceiling: str | None) -> None:
+    """A slack ceiling on `problem`: None (none), 'loose' (twice HiGHS's l_inf optimum) or
+    'contradicted' (half of it)."""
+    if ceiling is None:
+        return
+    import dataclasses
+
+    from layerinv import solvers
+
+    linf = solvers.solve(dataclasses.replace(problem, norm="linf"), "highs").objective
+    problem.t_max = 2 * linf if ceiling == "loose" else 0.5 * linf

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import types
 
 import numpy as np
 import pytest
-from conftest import realizable_instance, relative_error, repaired_objective
+from conftest import realizable_instance, relative_error, repaired_objective, set_ceiling
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_statuses import bounded_noise
@@ -66,9 +65,7 @@ def test_daqp_finds_highs_optimum_with_or_without_a_noise_bound(problem, ceiling
     """The front door with solver='daqp' and 'highs' on the same LP: the same status, and
     optimal objectives equal to 1e-7 relative. A loose ceiling is twice the l_inf optimum, a
     contradicted one half of it (the front door must prove it contradicted)."""
-    if ceiling is not None:
-        linf = solvers.solve(dataclasses.replace(problem, norm="linf"), "highs").objective
-        problem.t_max = 2 * linf if ceiling == "loose" else 0.5 * linf
+    set_ceiling(problem, ceiling)
     reference = solvers.solve(problem, "highs")
     answer = solvers.solve(problem, "daqp")
     expected = Status.INFEASIBLE if ceiling == "contradicted" else Status.OPTIMAL

@@ -288,3 +288,34 @@ def test_a_noisy_joint_answer_is_a_local_optimum_never_optimal():
         for status, region in zip(result.status, result.regions, strict=True):
             if status == Status.LOCAL_OPTIMUM:
                 assert region is not None and region.local_optimum and region.identifiable
+
+
+def test_reconstruct_with_the_pattern_method_and_projection(monkeypatch):
+    """A Gaussian A enters the region objective as its matrix, a Mask folds into the net,
+    a magnitude is refused by name; PGD with the pattern projection projects with it and
+    recovers too."""
+    from layerinv import _reconstruct, measurements
+
+    calls = []
+    real = _reconstruct.invert_pattern
+    monkeypatch.setattr(_reconstruct, "invert_pattern",
+                        lambda *a, **k: calls.append(k.get("rows") is None) or real(*a, **k))
+
+    net = _net((8, 60, 200), seed=16)
+    z = np.random.default_rng(16).normal(size=(3, 8))
+    x = net.forward(z)
+    gaussian = measurements.Gaussian(60, 200, seed=1)
+    direct = layerinv.reconstruct(net, gaussian.apply(x), gaussian, "pattern", progress=False)
+    assert np.max(np.abs(direct.inversion.z - z)) < 1e-8
+    assert calls == [False]  # one call, with the matrix
+    projected = layerinv.reconstruct(net, gaussian.apply(x), gaussian, "pgd",
+                                     projection="pattern", progress=False)
+    assert len(calls) > 1 and all(calls[1:])  # the projections, in signal space
+    assert np.max(np.abs(projected.signal - x)) < 1e-8 * np.abs(x).max()
+    mask = measurements.Mask.random(200, 0.5, seed=2)
+    masked = layerinv.reconstruct(net, mask.apply(x), mask, "pattern", progress=False)
+    assert np.max(np.abs(masked.inversion.z - z)) < 1e-8
+    with pytest.raises(InputError, match="linear measurement"):
+        layerinv.reconstruct(net, np.abs(gaussian.apply(x)),
+                             measurements.Magnitude(gaussian.matrix), "pattern",
+                             progress=False)

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import realizable_instance
+from conftest import realizable_instance, set_ceiling
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_daqp import agrees_with_highs, lying_daqp, noisy_problem, problems
@@ -36,9 +36,7 @@ def test_auto_finds_highs_optimum_with_or_without_a_noise_bound(problem, ceiling
     equal to 1e-7 relative; a loose ceiling is twice the l_inf optimum, a contradicted one
     half of it. An 'optimal' answer passes the post-check, and DAQP's carries its certified
     gap (at most CERTIFIED) in its accuracy."""
-    if ceiling is not None:
-        linf = solvers.solve(dataclasses.replace(problem, norm="linf"), "highs").objective
-        problem.t_max = 2 * linf if ceiling == "loose" else 0.5 * linf
+    set_ceiling(problem, ceiling)
     reference = solvers.solve(problem, "highs")
     answer = solvers.solve(problem, "auto")
     expected = Status.INFEASIBLE if ceiling == "contradicted" else Status.OPTIMAL

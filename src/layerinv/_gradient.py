@@ -328,8 +328,7 @@ def refine(generator: Network | nn.Module, x: object, start: Inversion | object,
     up to round-off), and target_fit=REFINE_TARGET unless a target_loss or target_fit is
     given (a sample stops once the root mean square of its residual is below REFINE_TARGET *
     max|x|), so an LP answer that already fits costs one forward pass. The start is iterate 0
-    and
-    the lowest-loss iterate is returned, so the result never fits worse than the start. Useful
+    and the lowest-loss iterate is returned, so the result never fits worse than the start. Useful
     where a layer is not expansive enough for the LP to pin a unique answer.
     """
     if "z0" in options:
@@ -687,14 +686,10 @@ def _check_observations(x: object, obs_shape: tuple[int, ...], measured: bool
 RESTART_STREAM = 0x6764  # "gd"
 
 
-def _sample_rngs(seed: object, n_samples: int) -> list[np.random.Generator]:
-    return sample_rngs(seed, n_samples, RESTART_STREAM)
-
-
 def _initial_points(z0: object, k: int, n_samples: int, single: bool, restarts: int,
                     seed: object) -> np.ndarray:
     """Starting points, shape (B, R, k): N(0, I) per sample from its own seed, z0 first."""
-    rngs = _sample_rngs(seed, n_samples)
+    rngs = sample_rngs(seed, n_samples, RESTART_STREAM)
     starts = np.stack([rng.standard_normal((restarts, k)) for rng in rngs])
     if z0 is None:
         return starts

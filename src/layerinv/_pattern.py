@@ -39,6 +39,7 @@ checked (feasibility, KKT residual) here before anything reads it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -127,9 +128,7 @@ def region_of(net: Network, pattern: Sequence[np.ndarray]) -> Region:
     faces, bounds, units = [], [], []
     for index, (layer, on) in enumerate(zip(net.layers, pattern, strict=True)):
         jac = layer.operator.matmat(matrix)
-        pre = layer.operator.apply(vector[None, :])[0]
-        if layer.bias is not None:
-            pre = pre + layer.bias
+        pre = layer.preactivation(vector[None, :])[0]
         kink = layer.activation.kink
         if not kink.linear:
             sign = np.where(on, -1.0, 1.0)
@@ -208,15 +207,16 @@ class Objective:
         """The objective of the points `index` where the target holds one row per point."""
         if self.target.ndim == 1:
             return self
-        return Objective(self.target[index], self.loss, self.prior, self.rows)
+        return dataclasses.replace(self, target=self.target[index])
 
-    def value(self, residual: np.ndarray, z: np.ndarray) -> float:
-        prior = self.prior * float(z @ z)
+    def value(self, residual: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The objective of residual(s) A G(z) - y and latent(s) z, along the last axis."""
+        prior = self.prior * np.sum(z * z, axis=-1)
         if self.loss == "l2":
-            return float(np.mean(residual**2)) + prior
+            return np.mean(residual**2, axis=-1) + prior
         if self.loss == "linf":
-            return float(np.max(np.abs(residual), initial=0.0)) + prior
-        return float(np.abs(residual).sum()) + prior
+            return np.max(np.abs(residual), axis=-1, initial=0.0) + prior
+        return np.abs(residual).sum(axis=-1) + prior
 
 
 def solve_region(region: Region, objective: Objective, start: np.ndarray | None = None
@@ -239,7 +239,7 @@ def solve_region(region: Region, objective: Objective, start: np.ndarray | None 
     z = x[:k]
     n_faces = len(region.face_bounds)
     face_lam = np.maximum(lam[len(lam) - n_faces:], 0.0) if n_faces else np.zeros(0)
-    value = objective.value(jac @ z + res0, z)
+    value = float(objective.value(jac @ z + res0, z))
     certified = flag == 1 and _kkt_holds(hessian, cost, rows, upper, lower, x, lam, n_x)
     message = "" if flag == 1 else f"daqp exit flag {flag}"
     if flag == 1 and not certified:
@@ -403,9 +403,6 @@ def certificate(net: Network, region: Region, objective: Objective, z: np.ndarra
     the smaller of the two.
     """
     jac, res0 = objective.measured(region)
-    m, k = jac.shape
-    if m < k:
-        return RegionCertificate(0.0, False, np.inf)
     sigma_min, full_rank = _rank(jac)
     on_face = _units_near_faces(region, z)
     if full_rank and len(on_face):
@@ -460,19 +457,18 @@ step each)."""
 
 
 def gauss_newton(net: Network, objective: Objective, starts: np.ndarray,
-                 max_steps: int = 50) -> tuple[np.ndarray, np.ndarray, int]:
+                 max_steps: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """Fast descent for the l2 loss from several starts at once (S, k), across many regions
     per step: on the region of each current point, minimise the affine model without its
     faces (least squares in k unknowns), then backtrack along that step on the true,
     piecewise objective.
 
-    Returns (z (S, k), objectives (S,), steps). Not certified: `local_search` polishes.
+    Returns (z (S, k), objectives (S,)). Not certified: `local_search` polishes.
     """
     z = np.array(starts, dtype=np.float64, copy=True)
     values = _values_at(net, objective, z)
     active = np.ones(len(z), dtype=bool)
-    steps = 0
-    for steps in range(1, max_steps + 1):  # noqa: B007 - the count is returned
+    for _ in range(max_steps):
         index = np.flatnonzero(active)
         if not len(index):
             break
@@ -505,7 +501,7 @@ def gauss_newton(net: Network, objective: Objective, starts: np.ndarray,
         decrease = values[index] - new_values
         values[index] = new_values
         active[index] = decrease > GN_STOP * (1 + np.abs(new_values))
-    return z, values, steps
+    return z, values
 
 
 def _solve_batch(normal: np.ndarray, rhs: np.ndarray) -> np.ndarray:
@@ -540,15 +536,8 @@ def _jacobians(net: Network, objective: Objective, z: np.ndarray
 
 
 def _values_at(net: Network, objective: Objective, z: np.ndarray) -> np.ndarray:
-    out = net.forward(z)
-    measured = out if objective.rows is None else out @ objective.rows.T
-    residual = measured - objective.target
-    prior = objective.prior * np.einsum("sk,sk->s", z, z)
-    if objective.loss == "l2":
-        return np.mean(residual**2, axis=1) + prior
-    if objective.loss == "linf":
-        return np.max(np.abs(residual), axis=1) + prior
-    return np.abs(residual).sum(axis=1) + prior
+    """The objective at each of the points z (S, k)."""
+    return objective.value(_measured(net, z, objective.rows) - objective.target, z)
 
 
 # ------------------------------------------------------------------------------ the method
@@ -607,7 +596,7 @@ def _invert_batch(net: Network, batch: np.ndarray, single: bool, loss: str, prio
     points = _start_points(net.input_dim, len(batch), extra, starts, seed)
     per_sample = points.shape[1]
     surrogate = Objective(np.repeat(batch, per_sample, axis=0), "l2", prior, rows)
-    z_gn, values, _ = gauss_newton(net, surrogate, points.reshape(-1, net.input_dim))
+    z_gn, values = gauss_newton(net, surrogate, points.reshape(-1, net.input_dim))
     z_gn, values = z_gn.reshape(points.shape), values.reshape(len(batch), per_sample)
     shared = (time.perf_counter() - began) / len(batch)
     answers = []

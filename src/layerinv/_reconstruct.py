@@ -99,7 +99,7 @@ from layerinv.results import Inversion, Reconstruction, Status
 PGD_STATUSES = (Status.CONVERGED, Status.STALLED, Status.MAX_STEPS)
 PROJECTIONS = ("linf", "l1", "pattern")
 PATTERN_PROJECTION_STARTS = 2
-"""Random starts of a 'pattern' projection, beside z = 0 and the l_inf answer."""
+"""Random starts of a 'pattern' projection, beside z = 0."""
 METHODS = ("auto", *LP_METHODS, "lp+gd", "gd", "pgd", "pattern")
 ROUNDOFF = 1e-13
 """A measurement loss at or below this times ||y|| counts as an exact fit (stop)."""
@@ -300,14 +300,14 @@ class _Problem:
     # -- pieces
     def project(self, v: np.ndarray) -> np.ndarray:
         """z of the layer-wise LP for the point v, or of the pattern method's l2 fit to it
-    (projection='pattern'); not certified."""
-        # joint=False: a projection of a point off the range is expected not to be unique;
-        # the joint solve would refit it on regions at every step (the polish does that once).
+        (projection='pattern'); not certified."""
         if self.opts.projection == "pattern":
             # The l2 projection onto the range on activation regions (a local one, seeded;
             # no l_inf start: the LP at every step tripled the time, measured at m = 20).
             return invert_pattern(self.net, v, starts=PATTERN_PROJECTION_STARTS, seed=0,
                                   progress=False).z
+        # joint=False: a projection of a point off the range is expected not to be unique;
+        # the joint solve would refit it on regions at every step (the polish does that once).
         return invert(self.net, v, self.opts.projection, certify=False, progress=False,
                       solver=self.opts.solver, joint=False).z
 

@@ -169,31 +169,32 @@ def _invert_on_patterns(net: Network, x: object, method: str, progress: bool | N
     """'pattern': `invert_pattern` from seeded starts (and the l_inf answer with
     lp_start=True); 'auto': the l_inf answer, refined by `invert_pattern` (l2 unless told)
     where `needs_refining` says so, that answer one of its starts."""
-    unknown = sorted(set(options) - set(PATTERN_OPTIONS) - ({"lp_start"} if method == "pattern"
-                                                             else set()))
+    allowed = (*PATTERN_OPTIONS, "lp_start") if method == "pattern" else PATTERN_OPTIONS
+    unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise InputError(f"options {unknown} do not apply to method={method!r}; it takes "
-                         f"{list(PATTERN_OPTIONS)}")
+                         f"{list(allowed)}")
+    noise, rtol = lp_options["noise"], lp_options["rtol"]
+    if method == "pattern":
+        if not options.pop("lp_start", False):
+            # Seeded starts only: under heavy noise the l_inf answer is a poor start (the
+            # shipped decoder at variance 0.3: PSNR 8 dB) and cost more than the search.
+            return invert_pattern(net, x, noise=noise, rtol=rtol, progress=progress,
+                                  **options)
+        check_piecewise_linear(net)  # the InputError naming the layer, before any LP
     started = time.perf_counter()
     batch, single = check_batch(x, net.output_dim, "x")
-    noise, rtol = lp_options["noise"], lp_options["rtol"]
-    if method == "pattern" and not options.pop("lp_start", False):
-        # Seeded starts only: under heavy noise the l_inf answer is a poor start (measured on
-        # the shipped decoder at variance 0.3: PSNR 8 dB) and cost more than the whole search.
-        result = invert_pattern(net, x, noise=noise, rtol=rtol, progress=progress, **options)
-        result.method = "pattern"
-        return result
-    piecewise = is_piecewise_linear(net)
-    if method == "pattern" and not piecewise:
-        check_piecewise_linear(net)  # the InputError naming the layer
     # The pattern solve covers what the joint solve would (every sample not 'optimal'); the
     # certificate of an answer 'pattern' replaces anyway is not computed.
     lp = invert(net, batch, "linf", progress=progress,
                 **{**lp_options, "joint": False,
                    "certify": lp_options["certify"] and method == "auto"})
-    chosen = (np.ones(len(batch), dtype=bool) if method == "pattern"
-              else needs_refining(lp, batch, noise, rtol) if piecewise
-              else np.zeros(len(batch), dtype=bool))
+    if method == "pattern":
+        chosen = np.ones(len(batch), dtype=bool)
+    elif is_piecewise_linear(net):
+        chosen = needs_refining(lp, batch, noise, rtol)
+    else:
+        chosen = np.zeros(len(batch), dtype=bool)
     z, statuses = np.array(lp.z, copy=True), list(lp.status)
     regions: list = [None] * len(batch) if lp.regions is None else list(lp.regions)
     # A layer-wise answer every layer certified unique starts in the right basin: 'auto'
@@ -201,12 +202,12 @@ def _invert_on_patterns(net: Network, x: object, method: str, progress: bool | N
     # polished alone), the others get the seeded starts too (measured, noisy
     # 110 x 250 x 600: 8 random starts cost 6.7x the l_inf time for the same error).
     unique = np.array([status == Status.OPTIMAL for status in statuses])
-    for group in (chosen & unique, chosen & ~unique):
+    for group, certified_unique in ((chosen & unique, True), (chosen & ~unique, False)):
         if not group.any():
             continue
         index = np.flatnonzero(group)
         group_options = dict(options)
-        if method == "auto" and unique[index[0]]:
+        if method == "auto" and certified_unique:
             group_options.setdefault("starts", 0)
             group_options["polish"] = 1
         refined = invert_pattern(net, batch[index], noise=noise, rtol=rtol,
