@@ -22,7 +22,13 @@ import layerinv
 from layerinv import Layer, Network, exact, invert, random_network, reconstruct
 from layerinv.errors import InputError
 from layerinv.measurements import Gaussian, Mask
-from layerinv.operators import DenseOperator, LinearOperator, as_operator
+from layerinv.operators import (
+    DenseOperator,
+    LinearOperator,
+    ProductOperator,
+    SparseOperator,
+    as_operator,
+)
 
 
 class CSROperator(LinearOperator):
@@ -66,7 +72,12 @@ def _matrices(max_side: int = 8):
 
 
 def _operators(matrix: np.ndarray) -> list[LinearOperator]:
-    return [DenseOperator(matrix), CSROperator(matrix)]
+    """The matrix as every kind: dense, the test's CSR, SparseOperator, and two products of
+    it with diagonal factors of ones (left and right; a product's rows go through both)."""
+    n, m = matrix.shape
+    return [DenseOperator(matrix), CSROperator(matrix), SparseOperator(matrix),
+            ProductOperator([SparseOperator.diagonal(np.ones(n)), DenseOperator(matrix)]),
+            ProductOperator([SparseOperator(matrix), DenseOperator(np.eye(m))])]
 
 
 def _close(a, b, scale=1.0):
@@ -296,12 +307,12 @@ def test_a_non_dense_operator_reconstructs_as_the_dense_network(one_thread):
     assert np.array_equal(a.z, b.z)
 
 
-def test_a_non_dense_operator_saves_and_exports_as_dense(tmp_path):
+def test_a_non_dense_operator_saves_as_sparse_and_exports_as_dense(tmp_path):
     dense, sparse = _pair([3, 7, 9], "leaky_relu(0.2)", seed=10)
     sparse.save(tmp_path / "net.npz")
     back = Network.load(tmp_path / "net.npz")
     for loaded, original in zip(back.layers, dense.layers, strict=True):
-        assert isinstance(loaded.operator, DenseOperator)
+        assert isinstance(loaded.operator, SparseOperator)  # a kind the file does not know
         assert np.array_equal(loaded.weight, original.weight)
         assert np.array_equal(loaded.bias, original.bias)
     module = sparse.to_torch()
@@ -314,20 +325,25 @@ def test_a_non_dense_operator_saves_and_exports_as_dense(tmp_path):
 # --------------------------------------------------------------------------- the dense scan
 PACKAGE = Path(layerinv.__file__).parent
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
-OWNERS = {"operators.py", "layers.py"}
-"""The modules that define the operator and a layer's dense export (`Layer.weight`)."""
+OWNERS = {"operators.py", "convolution.py", "layers.py"}
+"""The modules that define the operators and a layer's dense export (`Layer.weight`)."""
 
 EXPORT_SITES = {
     # PyTorch conversion: the nn.Linear's own parameter, read (module -> layers) or written.
-    ("_torch_io.py", "module.weight"): 1,
+    # Convolutions and batch norms: their kernels and gamma vectors (never a dense matrix).
     ("_torch_io.py", "linear.weight"): 2,
-    ("_torch_io.py", "layer.operator.to_dense()"): 1,
+    ("_torch_io.py", "conv.weight"): 2,
+    ("_torch_io.py", "norm.weight"): 1,
+    ("_torch_io.py", "factor.to_dense()"): 1,
     # Gradient descent's torch modules: nn.Linear's parameter and torch.bmm take dense W.
     ("_gradient.py", "linear.weight"): 1,
     ("_gradient.py", "layer.operator.to_dense()"): 1,
     ("_gradient.py", "net.layers[index].operator.to_dense()"): 1,
-    # The .npz file stores dense matrices; the compact re-save is checked against it.
-    ("network.py", "layer.operator.to_dense()"): 1,
+    # The .npz file stores a dense operator's matrix, and kinds it does not know as sparse
+    # (convolutions and products by their parameters); the compact re-save is checked
+    # against it.
+    ("network.py", "operator.to_dense()"): 1,
+    ("network.py", "operator.to_sparse()"): 1,
     ("reproduction/train.py", "a.operator.to_dense()"): 1,
     ("reproduction/train.py", "b.operator.to_dense()"): 1,
     # The batched PyTorch backend's one copy of W on the device per call.

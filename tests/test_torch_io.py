@@ -161,7 +161,8 @@ def test_leaky_relu_negative_slope_refused() -> None:
         network_from_module(nn.Sequential(nn.Linear(2, 3), nn.LeakyReLU(-0.5)))
 
 
-@pytest.mark.parametrize("bad", [nn.Conv2d(1, 1, 3), nn.Dropout(0.1), nn.BatchNorm1d(5)])
+@pytest.mark.parametrize("bad", [nn.MaxPool2d(2), nn.Conv1d(1, 1, 3), nn.Softmax(dim=1),
+                                 nn.LayerNorm(5)])
 def test_unsupported_module_named_with_index(bad) -> None:
     module = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), bad, nn.Linear(5, 2))
     with pytest.raises(UnsupportedLayerError) as info:
@@ -169,7 +170,19 @@ def test_unsupported_module_named_with_index(bad) -> None:
     message = str(info.value)
     assert type(bad).__name__ in message
     assert "index 2" in message
-    assert "Linear" in message and "LeakyReLU" in message
+    assert "Linear" in message and "LeakyReLU" in message and "ConvTranspose2d" in message
+
+
+@pytest.mark.parametrize("bad", [nn.Dropout(0.1), nn.BatchNorm1d(5)])
+def test_dropout_and_batch_norm_in_training_mode_are_refused_with_the_eval_hint(bad) -> None:
+    module = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), bad, nn.Linear(5, 2))
+    with pytest.raises(UnsupportedLayerError, match=rf"^{type(bad).__name__} at index 2 is in "
+                                                    r"training mode.*call module\.eval\(\)"):
+        network_from_module(module)
+    module.eval()
+    net = network_from_module(module)
+    z = np.random.default_rng(0).normal(size=(4, 3))
+    np.testing.assert_allclose(net(z), _torch_forward(module, z), rtol=1e-5, atol=1e-6)
 
 
 def test_unsupported_module_in_nested_sequential_named_with_path() -> None:
@@ -191,13 +204,16 @@ def test_two_activations_in_a_row_refused() -> None:
         network_from_module(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Tanh()))
 
 
-@pytest.mark.parametrize("module", [
-    nn.Sequential(nn.Linear(4, 4), nn.Flatten(), nn.Linear(4, 4)),
-    nn.Sequential(nn.Unflatten(1, (2, 2)), nn.Linear(2, 2)),
-])
-def test_reshapes_only_at_the_ends(module) -> None:
-    with pytest.raises(UnsupportedLayerError, match="Flatten is allowed only first"):
-        network_from_module(module)
+def test_reshapes_anywhere_follow_the_shape() -> None:
+    module = nn.Sequential(nn.Linear(4, 6), nn.Unflatten(1, (2, 3)), nn.Flatten(),
+                           nn.Linear(6, 4))
+    net = network_from_module(module)
+    assert net.widths == [4, 6, 4]
+    z = np.random.default_rng(1).normal(size=(3, 4))
+    np.testing.assert_allclose(net(z), _torch_forward(module, z), rtol=1e-5, atol=1e-6)
+    with pytest.raises(UnsupportedLayerError, match=r"^Linear at index 1 takes a flat input but "
+                                                    r"gets shape \(2, 2\); add nn.Flatten"):
+        network_from_module(nn.Sequential(nn.Unflatten(1, (2, 2)), nn.Linear(2, 2)))
 
 
 def test_non_sequential_module_refused() -> None:
@@ -210,6 +226,8 @@ def test_non_sequential_module_refused() -> None:
 def test_empty_sequential_refused() -> None:
     with pytest.raises(UnsupportedLayerError, match="no Linear"):
         network_from_module(nn.Sequential(nn.Flatten()))
+    with pytest.raises(UnsupportedLayerError, match="no Linear"):
+        network_from_module(nn.Sequential(nn.Dropout().eval()))
 
 
 # --------------------------------------------------------------------- state dicts

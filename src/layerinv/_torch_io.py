@@ -23,58 +23,189 @@ from layerinv.activations import (
     activation_from_torch,
     get_activation,
 )
+from layerinv.convolution import Conv2dOperator
 from layerinv.errors import InputError, NetworkFileError, UnsupportedLayerError
 from layerinv.layers import Layer, check_chain
+from layerinv.operators import DenseOperator, LinearOperator, ProductOperator, SparseOperator
 
-SUPPORTED_MODULES = ("Linear", *TORCH_MODULES, "Identity", "Flatten (first only)",
-                     "Unflatten (last only)")
+SUPPORTED_MODULES = (
+    "Linear", "Conv2d", "ConvTranspose2d (groups=1, zero padding)",
+    "BatchNorm1d", "BatchNorm2d (eval mode, running statistics)", "Dropout (eval mode)",
+    "Upsample", "UpsamplingNearest2d (nearest, integer scale)",
+    "AvgPool2d (no ceil_mode; count_include_pad or no padding)", "Flatten", "Unflatten",
+    *TORCH_MODULES, "Identity", "layerinv's Bias",
+)
 # Keys under which training scripts commonly nest the state dict in a checkpoint.
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict")
 _MAX_KEYS_SHOWN = 20
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+             nn.FeatureAlphaDropout)
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+_CONVOLUTIONS = (nn.Conv2d, nn.ConvTranspose2d)
+
+
+class Bias(nn.Module):
+    """x + bias for a fixed tensor of one sample's shape: what `to_torch` emits where a layer's
+    bias fits no module before it (after an upsampling or a pooling), read back by from_torch."""
+
+    def __init__(self, bias: torch.Tensor):
+        super().__init__()
+        self.bias = nn.Parameter(bias.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bias
 
 
 # --------------------------------------------------------------------- module -> layers
-def layers_from_module(module: nn.Module) -> list[Layer]:
-    """The layers of a Network equal to an nn.Sequential of Linear layers, each followed by at
-    most one activation; anything the layer LPs cannot represent is refused with its path.
+class _Chain:
+    """The affine map between two activations, built module by module: factors in the order
+    of the matrix product (the last module first), a flat bias, and a diagonal scale waiting
+    for the next operator's columns (a batch norm right after an activation)."""
 
-    Nested Sequentials are flattened; nn.Identity is a no-op and skipped; nn.Flatten may open
-    and nn.Unflatten may close the model (image decoders) and are dropped.
+    def __init__(self) -> None:
+        self.factors: list[LinearOperator] = []
+        self.bias: np.ndarray | None = None
+        self.pending_scale: np.ndarray | None = None
+        self.weighted = False  # holds a Linear or a convolution
+
+    def add(self, operator: LinearOperator, bias: np.ndarray | None, weighted: bool) -> None:
+        """The chain followed by x -> operator x + bias."""
+        moved = None if self.bias is None else operator.apply(self.bias)
+        if self.pending_scale is not None:
+            operator = operator.scaled(columns=self.pending_scale)
+            self.pending_scale = None
+        self.factors.insert(0, operator)
+        self.bias = bias if moved is None else moved if bias is None else moved + bias
+        self.weighted = self.weighted or weighted
+
+    def affine(self, scale: np.ndarray, shift: np.ndarray) -> None:
+        """The chain followed by x -> scale * x + shift (a batch norm, folded).
+
+        A per-channel scale passes through poolings and upsamplings (channel-diagonal
+        kernels commute with it) into the convolution before them, so that those stay
+        what they were (and export as themselves)."""
+        self.bias = shift if self.bias is None else scale * self.bias + shift
+        if not self.factors:
+            self.pending_scale = scale if self.pending_scale is None else scale * self.pending_scale
+            return
+        i = 0
+        while i < len(self.factors) - 1 and _channel_diagonal(self.factors[i]):
+            per_channel = _per_channel(scale, self.factors[i].output_shape)
+            if per_channel is None:
+                break
+            scale = np.repeat(per_channel, int(np.prod(self.factors[i].input_shape[1:])))
+            i += 1
+        self.factors[i] = self.factors[i].scaled(rows=scale)
+
+    def layer(self, activation: Activation) -> Layer:
+        factors = list(self.factors)
+        if self.pending_scale is not None:
+            factors.insert(0, SparseOperator.diagonal(self.pending_scale))
+        operator = factors[0] if len(factors) == 1 else ProductOperator(factors)
+        return Layer(operator, self.bias, activation)
+
+
+def _channel_diagonal(operator: LinearOperator) -> bool:
+    """A convolution mapping each channel to itself alone (a pooling, an upsampling)."""
+    if not isinstance(operator, Conv2dOperator):
+        return False
+    channels = operator.input_shape[0]
+    if operator.output_shape[0] != channels:
+        return False
+    off = operator.kernel.copy()
+    off[np.arange(channels), np.arange(channels)] = 0.0
+    return not off.any()
+
+
+def _per_channel(scale: np.ndarray, image: tuple[int, ...]) -> np.ndarray | None:
+    """One value per channel where a flat scale over the image is constant on each channel."""
+    by_channel = scale.reshape(image[0], -1)
+    return by_channel[:, 0] if np.all(by_channel == by_channel[:, :1]) else None
+
+
+def layers_from_module(module: nn.Module, input_shape: Sequence[int] | None = None
+                       ) -> list[Layer]:
+    """The layers of a Network equal to an nn.Sequential in eval mode; anything the layers
+    cannot represent is refused with its index path.
+
+    Between two activations, the affine modules (Linear, convolutions, batch norms, poolings,
+    upsamplings, reshapes, eval-mode dropouts) form one layer's operator and bias, except that
+    each Linear or convolution after another one starts a new layer (the one before gets the
+    identity activation, as a Linear alone did). Nested Sequentials are flattened; nn.Identity
+    is a no-op. The network's vectors are flat, in C-order of each image (C, H, W); the shape
+    is followed through the modules, and a convolution's input shape must be known: from an
+    Unflatten or a convolution before it, or `input_shape` (one sample's shape) for the first.
     """
-    if isinstance(module, nn.Linear):
-        # PyTorch conversion, an export's reverse: module.weight is the nn.Linear's tensor.
-        return [Layer(_to_numpy(module.weight), _bias(module), Identity())]
-    if not isinstance(module, nn.Module):
+    shape = _input_shape(input_shape)
+    if isinstance(module, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
+        children = [("0", module)]
+    elif not isinstance(module, nn.Module):
         raise InputError(f"module must be a torch.nn.Sequential; got {type(module).__name__}")
-    if not isinstance(module, nn.Sequential):
+    elif not isinstance(module, nn.Sequential):
         raise UnsupportedLayerError(
-            f"module must be a torch.nn.Sequential (or a single nn.Linear); got "
+            f"module must be a torch.nn.Sequential (or a single nn.Linear or convolution); got "
             f"{type(module).__name__}. Wrap the decoder in nn.Sequential, or use "
             f"Network.from_state_dict with the names of its Linear layers"
         )
-    children = list(_flatten(module, ""))
+    else:
+        children = list(_flatten(module, ""))
     layers: list[Layer] = []
-    pending: nn.Linear | None = None
-    for index, (path, child) in enumerate(children):
-        if isinstance(child, nn.Linear):
-            if pending is not None:
-                layers.append(_layer(pending, Identity()))
-            pending = child
-        elif (activation := activation_from_torch(child, path)) is not None:
-            if pending is None:
+    chain: _Chain | None = None
+    for path, child in children:
+        activation = activation_from_torch(child, path)
+        if activation is not None:
+            if chain is None:
                 raise UnsupportedLayerError(
-                    f"{type(child).__name__} at index {path} does not follow a Linear layer: "
-                    f"each activation must come right after one Linear"
-                )
-            layers.append(_layer(pending, activation))
-            pending = None
-        elif not _is_edge_reshape(child, index, len(children)):
-            raise _unsupported(child, path)
-    if pending is not None:
-        layers.append(_layer(pending, Identity()))
+                    f"{type(child).__name__} at index {path} does not follow a Linear layer "
+                    f"or another linear module: each activation must come after one")
+            layers.append(_close(chain, activation, path))
+            chain = None
+            continue
+        if isinstance(child, nn.Flatten | nn.Unflatten):
+            shape = _reshape(child, shape, path)
+            continue
+        if isinstance(child, _DROPOUTS):
+            _check_eval(child, path, "is random in training mode")
+            continue
+        weighted = isinstance(child, nn.Linear | nn.Conv2d | nn.ConvTranspose2d)
+        if weighted and chain is not None and chain.weighted:
+            layers.append(_close(chain, Identity(), path))
+            chain = None
+        step = _affine_step(child, shape, path)
+        if chain is None:
+            chain = _Chain()
+        if step.operator is not None:
+            chain.add(step.operator, step.bias, weighted)
+        else:
+            chain.affine(step.scale, step.shift)
+        shape = step.output_shape
+    if chain is not None:
+        layers.append(_close(chain, Identity(), "the end"))
     if not layers:
-        raise UnsupportedLayerError("the Sequential holds no Linear layer")
+        raise UnsupportedLayerError("the Sequential holds no Linear layer or other linear "
+                                    "module (a convolution, a pooling, an upsampling)")
     return check_chain(layers)
+
+
+def _close(chain: _Chain, activation: Activation, path: str) -> Layer:
+    try:
+        return chain.layer(activation)
+    except InputError as exc:
+        raise UnsupportedLayerError(f"the layer closed at index {path}: {exc}") from None
+
+
+def _input_shape(value: Sequence[int] | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in value)
+        ok = len(shape) >= 1 and min(shape) >= 1 and all(int(v) == v for v in value)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"input_shape must be one sample's shape, a tuple of positive ints "
+                         f"such as (C, H, W); got {value!r}")
+    return shape
 
 
 def _flatten(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
@@ -87,28 +218,221 @@ def _flatten(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
             yield path, child
 
 
-def _is_edge_reshape(module: nn.Module, index: int, count: int) -> bool:
-    return ((isinstance(module, nn.Flatten) and index == 0)
-            or (isinstance(module, nn.Unflatten) and index == count - 1))
-
-
-def _unsupported(module: nn.Module, path: str) -> UnsupportedLayerError:
-    name = type(module).__name__
-    where = ""
-    if isinstance(module, nn.Flatten | nn.Unflatten):
-        where = " (Flatten is allowed only first and Unflatten only last)"
+def _unsupported(module: nn.Module, path: str, why: str = "") -> UnsupportedLayerError:
     return UnsupportedLayerError(
-        f"{name} at index {path} is not supported{where}; supported modules: "
+        f"{type(module).__name__} at index {path} is not supported{why}; supported modules: "
         f"{', '.join(SUPPORTED_MODULES)}"
     )
 
 
-def _layer(linear: nn.Linear, activation: Activation) -> Layer:
-    # PyTorch conversion, an export's reverse: linear.weight is the nn.Linear's tensor.
-    return Layer(_to_numpy(linear.weight), _bias(linear), activation)
+def _check_eval(module: nn.Module, path: str, why: str) -> None:
+    if module.training:
+        raise UnsupportedLayerError(
+            f"{type(module).__name__} at index {path} is in training mode, where it {why}; "
+            f"call module.eval() before converting")
 
 
-def _bias(linear: nn.Linear) -> np.ndarray | None:
+def _reshape(module: nn.Flatten | nn.Unflatten, shape: tuple[int, ...] | None, path: str
+             ) -> tuple[int, ...] | None:
+    """One sample's shape after a Flatten or Unflatten (None: not known yet)."""
+    if shape is None:
+        if isinstance(module, nn.Unflatten) and module.dim in (1, -1) and -1 not in tuple(
+                module.unflattened_size):
+            return tuple(int(v) for v in module.unflattened_size)
+        if isinstance(module, nn.Flatten):
+            return None
+        raise UnsupportedLayerError(
+            f"{type(module).__name__} at index {path} comes before the input's shape is known; "
+            f"pass input_shape=(...) (one sample's shape) to Network.from_torch")
+    try:
+        with torch.device("meta"):
+            return tuple(module(torch.empty((1, *shape))).shape[1:])
+    except RuntimeError as exc:
+        raise UnsupportedLayerError(
+            f"{type(module).__name__} at index {path} cannot reshape one sample of shape "
+            f"{shape}: {_first_line(exc)}") from None
+
+
+class _Step:
+    """One affine module: x -> operator x + bias, or x -> scale * x + shift (a batch norm)."""
+
+    def __init__(self, n_in: int, output_shape: tuple[int, ...], *,
+                 operator: LinearOperator | None = None, bias: np.ndarray | None = None,
+                 scale: np.ndarray | None = None, shift: np.ndarray | None = None):
+        self.n_in, self.output_shape = n_in, output_shape
+        self.operator, self.bias, self.scale, self.shift = operator, bias, scale, shift
+
+
+def _affine_step(child: nn.Module, shape: tuple[int, ...] | None, path: str) -> _Step:
+    if isinstance(child, nn.Linear):
+        return _linear_step(child, shape, path)
+    if isinstance(child, _BATCH_NORMS):
+        return _batch_norm_step(child, shape, path)
+    if isinstance(child, Bias):
+        bias = _to_numpy(child.bias)
+        if shape is not None and bias.shape != shape:
+            raise UnsupportedLayerError(f"Bias at index {path} has shape {bias.shape} but its "
+                                        f"input has shape {shape}")
+        return _Step(bias.size, bias.shape, scale=np.ones(bias.size), shift=bias.reshape(-1))
+    if isinstance(child, (*_CONVOLUTIONS, nn.Upsample, nn.AvgPool2d)):
+        image = _image(child, shape, path)
+        operator, bias = _image_operator(child, image, path)
+        return _Step(operator.n_in, operator.output_shape, operator=operator, bias=bias)
+    raise _unsupported(child, path)
+
+
+def _linear_step(linear: nn.Linear, shape: tuple[int, ...] | None, path: str) -> _Step:
+    if shape is not None and shape != (linear.in_features,):
+        what = ("a flat input" if len(shape) != 1 else f"{linear.in_features} inputs")
+        raise UnsupportedLayerError(
+            f"Linear at index {path} takes {what} but gets shape {shape}"
+            + ("; add nn.Flatten() before it" if len(shape) != 1 else ""))
+    # PyTorch conversion, an export's reverse: module.weight is the nn.Linear's tensor.
+    weight = _to_numpy(linear.weight)
+    return _Step(linear.in_features, (linear.out_features,), operator=DenseOperator(weight),
+                 bias=_bias(linear))
+
+
+def _batch_norm_step(norm: nn.Module, shape: tuple[int, ...] | None, path: str) -> _Step:
+    _check_eval(norm, path, "normalises by the batch's statistics and updates its running "
+                            "ones")
+    if norm.running_mean is None:
+        raise UnsupportedLayerError(
+            f"{type(norm).__name__} at index {path} has no running statistics "
+            f"(track_running_stats=False), so it normalises by the batch's even in eval mode")
+    dims = (1, 2) if isinstance(norm, nn.BatchNorm1d) else (3,)
+    if shape is None and isinstance(norm, nn.BatchNorm1d):
+        shape = (norm.num_features,)
+    if shape is None or len(shape) not in dims or shape[0] != norm.num_features:
+        expected = "(C,) or (C, L)" if dims == (1, 2) else "(C, H, W)"
+        raise UnsupportedLayerError(
+            f"{type(norm).__name__} at index {path} takes inputs of shape {expected} with "
+            f"C = {norm.num_features} but gets shape {shape}"
+            + ("; pass input_shape=(...) to Network.from_torch" if shape is None else ""))
+    scale = 1.0 / np.sqrt(_to_numpy(norm.running_var) + norm.eps)
+    if norm.affine:  # PyTorch import (an export's reverse): norm.weight is gamma, a vector
+        scale = scale * _to_numpy(norm.weight)
+    shift = -scale * _to_numpy(norm.running_mean)
+    if norm.affine:
+        shift = shift + _to_numpy(norm.bias)
+    repeat = int(np.prod(shape[1:]))
+    return _Step(int(np.prod(shape)), shape, scale=np.repeat(scale, repeat),
+                 shift=np.repeat(shift, repeat))
+
+
+def _image(child: nn.Module, shape: tuple[int, ...] | None, path: str) -> tuple[int, int, int]:
+    name = type(child).__name__
+    if shape is None:
+        raise UnsupportedLayerError(
+            f"{name} at index {path} needs its input image's shape: pass "
+            f"input_shape=(C, H, W) to Network.from_torch, or put nn.Unflatten(1, (C, H, W)) "
+            f"before it")
+    if len(shape) != 3:
+        raise UnsupportedLayerError(
+            f"{name} at index {path} takes an image (C, H, W) but gets shape {shape}"
+            + ("; put nn.Unflatten(1, (C, H, W)) before it" if len(shape) == 1 else ""))
+    channels = getattr(child, "in_channels", shape[0])
+    if shape[0] != channels:
+        raise UnsupportedLayerError(f"{name} at index {path} takes {channels} channels but "
+                                    f"gets shape {shape}")
+    return shape[0], shape[1], shape[2]
+
+
+def _image_operator(child: nn.Module, image: tuple[int, int, int], path: str
+                    ) -> tuple[Conv2dOperator, np.ndarray | None]:
+    """A convolution, an upsampling or a pooling as a convolution operator, and its bias."""
+    try:
+        if isinstance(child, nn.Upsample):
+            return _upsample(child, image, path), None
+        if isinstance(child, nn.AvgPool2d):
+            return _avg_pool(child, image, path), None
+        return _convolution(child, image, path)
+    except InputError as exc:
+        raise UnsupportedLayerError(f"{type(child).__name__} at index {path}: {exc}") from None
+
+
+def _convolution(conv: nn.Conv2d | nn.ConvTranspose2d, image: tuple[int, int, int], path: str
+                 ) -> tuple[Conv2dOperator, np.ndarray | None]:
+    if conv.groups != 1:
+        raise _unsupported(conv, path, f" with groups={conv.groups} (only groups=1)")
+    if conv.padding_mode != "zeros":
+        raise _unsupported(conv, path, f" with padding_mode={conv.padding_mode!r} (only "
+                                       f"'zeros')")
+    padding = conv.padding
+    if isinstance(padding, str):  # Conv2d's 'valid' or 'same' (stride 1)
+        padding = _same_padding(conv, path) if padding == "same" else (0, 0)
+    transposed = isinstance(conv, nn.ConvTranspose2d)
+    # PyTorch conversion, an export's reverse: module.weight is the convolution's kernel.
+    kernel = _to_numpy(conv.weight)
+    operator = Conv2dOperator(
+        kernel, image, stride=tuple(conv.stride), padding=tuple(padding),
+        dilation=tuple(conv.dilation), transposed=transposed,
+        output_padding=tuple(conv.output_padding) if transposed else 0)
+    bias = None
+    if conv.bias is not None:
+        bias = np.repeat(_to_numpy(conv.bias), operator.output_shape[1] * operator.output_shape[2])
+    return operator, bias
+
+
+def _same_padding(conv: nn.Conv2d, path: str) -> tuple[int, int]:
+    total = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size, strict=True)]
+    if any(t % 2 for t in total):
+        raise _unsupported(conv, path, " with padding='same' and an even kernel extent "
+                                       "(PyTorch pads it unevenly)")
+    return total[0] // 2, total[1] // 2
+
+
+def _upsample(up: nn.Upsample, image: tuple[int, int, int], path: str) -> Conv2dOperator:
+    """Nearest upsampling by an integer factor s: ConvTranspose2d(C, C, s, stride=s) with the
+    identity kernel (output pixel (i s + a, j s + b) copies input pixel (i, j))."""
+    if up.mode != "nearest":
+        raise _unsupported(up, path, f" with mode={up.mode!r} (only 'nearest')")
+    factors = _upsample_factors(up, image)
+    if factors is None:
+        raise _unsupported(up, path, f" with size={up.size!r}, scale_factor="
+                                     f"{up.scale_factor!r} on an input of shape {image} (only "
+                                     f"integer scale factors)")
+    channels = image[0]
+    kernel = np.zeros((channels, channels, *factors))
+    kernel[np.arange(channels), np.arange(channels)] = 1.0
+    return Conv2dOperator(kernel, image, stride=factors, transposed=True)
+
+
+def _upsample_factors(up: nn.Upsample, image: tuple[int, int, int]) -> tuple[int, int] | None:
+    if up.size is not None:
+        size = up.size if isinstance(up.size, tuple | list) else (up.size, up.size)
+        if len(size) != 2 or any(int(n) % m for n, m in zip(size, image[1:], strict=True)):
+            return None
+        return int(size[0]) // image[1], int(size[1]) // image[2]
+    scale = up.scale_factor
+    scale = tuple(scale) if isinstance(scale, tuple | list) else (scale, scale)
+    if len(scale) != 2 or any(float(f) != int(f) or f < 1 for f in scale):
+        return None
+    return int(scale[0]), int(scale[1])
+
+
+def _avg_pool(pool: nn.AvgPool2d, image: tuple[int, int, int], path: str) -> Conv2dOperator:
+    """Average pooling: a convolution whose kernel is 1/divisor on the diagonal channels."""
+    kernel_size = _two(pool.kernel_size)
+    stride = _two(pool.stride if pool.stride else pool.kernel_size)
+    padding = _two(pool.padding)
+    if pool.ceil_mode:
+        raise _unsupported(pool, path, " with ceil_mode=True")
+    if not pool.count_include_pad and padding != (0, 0):
+        raise _unsupported(pool, path, " with count_include_pad=False and padding")
+    divisor = pool.divisor_override or kernel_size[0] * kernel_size[1]
+    channels = image[0]
+    kernel = np.zeros((channels, channels, *kernel_size))
+    kernel[np.arange(channels), np.arange(channels)] = 1.0 / divisor
+    return Conv2dOperator(kernel, image, stride=stride, padding=padding)
+
+
+def _two(value: Any) -> tuple[int, int]:
+    return (int(value[0]), int(value[1])) if isinstance(value, tuple | list) else (
+        int(value), int(value))
+
+
+def _bias(linear: nn.Module) -> np.ndarray | None:
     return None if linear.bias is None else _to_numpy(linear.bias)
 
 
@@ -120,25 +444,107 @@ def _to_numpy(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------- layers -> module
-def module_from_layers(layers: Sequence[Layer]) -> nn.Sequential:
-    """An nn.Sequential (float32, CPU) computing the same map, for use in PyTorch code.
+def module_from_layers(layers: Sequence[Layer], dtype: torch.dtype = torch.float32
+                       ) -> nn.Sequential:
+    """An nn.Sequential (on the CPU, of `dtype`) computing the same map on flat (B, n) tensors.
 
-    Identity layers emit no activation module, which `layers_from_module` reads back as
-    identity, so the round trip keeps weights and activations.
+    Each operator becomes its modules (a product: one per factor, the first applied first):
+    a dense or sparse matrix an nn.Linear (the dense export), a convolution an nn.Conv2d or
+    nn.ConvTranspose2d, or nn.Upsample / nn.AvgPool2d where its kernel is theirs; nn.Unflatten
+    and nn.Flatten go where the shape changes between flat and image, and a last Flatten
+    returns flat outputs. A layer's bias goes into its last module, or a `Bias` module after
+    it where that module has none or a per-channel bias cannot hold it. Identity layers emit
+    no activation module, which `layers_from_module` reads back as identity (a Linear or a
+    convolution starts a new layer), so the round trip keeps the layers.
     """
     modules: list[nn.Module] = []
+    shape: tuple[int, ...] = (layers[0].n_in,) if layers else ()
     for i, layer in enumerate(layers):
-        linear = nn.Linear(layer.n_in, layer.n_out, bias=layer.bias is not None)
-        with torch.no_grad():
-            # An export: nn.Linear holds the dense matrix (linear.weight: torch's parameter).
-            linear.weight.copy_(torch.from_numpy(layer.operator.to_dense()))
-            if layer.bias is not None:
-                linear.bias.copy_(torch.from_numpy(layer.bias))
-        modules.append(linear)
+        operator = layer.operator
+        factors = list(operator.factors) if isinstance(operator, ProductOperator) else [operator]
+        for k, factor in enumerate(reversed(factors)):
+            bias = layer.bias if k == len(factors) - 1 else None
+            shape = _append_factor(modules, factor, bias, shape)
         act = _activation_module(layer.activation, i)
         if act is not None:
             modules.append(act)
-    return nn.Sequential(*modules).to(dtype=torch.float32, device="cpu")
+    if len(shape) != 1:
+        modules.append(nn.Flatten())
+    return nn.Sequential(*modules).to(dtype=dtype, device="cpu")
+
+
+def _append_factor(modules: list[nn.Module], factor: LinearOperator, bias: np.ndarray | None,
+                   shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Appends the modules of one operator (and its bias); returns the shape after them."""
+    if isinstance(factor, Conv2dOperator):
+        if shape != factor.input_shape:
+            if len(shape) != 1:
+                modules.append(nn.Flatten())
+            modules.append(nn.Unflatten(1, factor.input_shape))
+        module, takes_bias = _image_module(factor, bias)
+        modules.append(module)
+        out_shape: tuple[int, ...] = factor.output_shape
+    else:
+        if len(shape) != 1:
+            modules.append(nn.Flatten())
+        module = nn.Linear(factor.n_in, factor.n_out, bias=bias is not None, dtype=torch.float64)
+        with torch.no_grad():
+            # An export: nn.Linear holds the dense matrix (linear.weight: torch's parameter).
+            linear = module
+            linear.weight.copy_(torch.from_numpy(factor.to_dense()))
+            if bias is not None:
+                linear.bias.copy_(torch.from_numpy(bias))
+        modules.append(module)
+        takes_bias, out_shape = True, (factor.n_out,)
+    if bias is not None and not takes_bias:
+        modules.append(Bias(torch.from_numpy(bias.reshape(out_shape))))
+    return out_shape
+
+
+def _image_module(op: Conv2dOperator, bias: np.ndarray | None) -> tuple[nn.Module, bool]:
+    """The module of a convolution operator, and whether it took the bias."""
+    if (special := _pooling_or_upsampling(op)) is not None:
+        return special, False
+    per_channel = None
+    if bias is not None:
+        by_channel = bias.reshape(op.output_shape[0], -1)
+        if np.all(by_channel == by_channel[:, :1]):
+            per_channel = by_channel[:, 0]
+    kind = nn.ConvTranspose2d if op.transposed else nn.Conv2d
+    extra = {"output_padding": op.output_padding} if op.transposed else {}
+    module = kind(op.input_shape[0], op.output_shape[0], op.kernel.shape[2:], stride=op.stride,
+                  padding=op.padding, dilation=op.dilation, bias=per_channel is not None,
+                  dtype=torch.float64, **extra)
+    with torch.no_grad():
+        # An export: the convolution's kernel is the module's parameter (conv.weight).
+        conv = module
+        conv.weight.copy_(torch.tensor(op.kernel))
+        if per_channel is not None:
+            conv.bias.copy_(torch.from_numpy(per_channel))
+    return module, per_channel is not None or bias is None
+
+
+def _pooling_or_upsampling(op: Conv2dOperator) -> nn.Module | None:
+    """nn.Upsample or nn.AvgPool2d where the operator's kernel is what from_torch makes of
+    them (a diagonal kernel of one value), else None."""
+    channels, kh, kw = op.input_shape[0], *op.kernel.shape[2:]
+    if op.output_shape[0] != channels or op.dilation != (1, 1):
+        return None
+    value = op.kernel[0, 0, 0, 0]
+    diagonal = np.zeros_like(op.kernel)
+    diagonal[np.arange(channels), np.arange(channels)] = value
+    if not np.array_equal(op.kernel, diagonal):
+        return None
+    if (op.transposed and value == 1.0 and op.stride == (kh, kw) and op.padding == (0, 0)
+            and op.output_padding == (0, 0)):
+        return nn.Upsample(scale_factor=(float(kh), float(kw)), mode="nearest")
+    if not op.transposed and all(2 * p <= k for p, k in zip(op.padding, (kh, kw), strict=True)):
+        if value == 1.0 / (kh * kw):
+            return nn.AvgPool2d((kh, kw), op.stride, op.padding)
+        divisor = round(1.0 / value) if value > 0 else 0
+        if divisor >= 1 and value == 1.0 / divisor:
+            return nn.AvgPool2d((kh, kw), op.stride, op.padding, divisor_override=divisor)
+    return None
 
 
 def _activation_module(act: Activation, index: int) -> nn.Module | None:

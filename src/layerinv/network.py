@@ -1,4 +1,4 @@
-"""Fully connected generative networks: forward pass, random nets, save and load, PyTorch.
+"""Generative networks: forward pass, random nets, save and load, PyTorch.
 
 `Layer` (one layer) lives in `layers.py`; it is importable from here too.
 """
@@ -12,19 +12,28 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
+import scipy.sparse
 
 from layerinv._validation import check_batch, make_rng
 from layerinv.activations import Activation, get_activation
+from layerinv.convolution import Conv2dOperator
 from layerinv.errors import InputError, NetworkFileError
 from layerinv.layers import Layer, check_chain
+from layerinv.operators import DenseOperator, LinearOperator, ProductOperator, SparseOperator
 
 if TYPE_CHECKING:
     import torch
 
 FILE_FORMAT = "layerinv-network"
-FILE_VERSION = 2
-"""Version 2 stores each activation as its full name with parameters (`activation_i`, e.g.
-'leaky_relu(0.2)', 'elu(1.0)'); version 1 stored the bare name and `slope_i`, still read."""
+FILE_VERSION = 3
+"""Version 3 adds structured operators (`operator_i` names the kind, see `_operator_arrays`);
+a network of dense layers alone is still written as version 2, which stores each activation as
+its full name with parameters (`activation_i`, e.g. 'leaky_relu(0.2)', 'elu(1.0)'); version 1
+stored the bare name and `slope_i`, still read."""
+_DENSE_VERSION = 2
+_GEOMETRY_SIZE = 12  # a convolution's integers: input shape, stride, padding, dilation,
+#                      output padding (pairs) and transposed
+_MAX_INT = 2**31 - 1  # no image side, stride or padding of a real network comes near
 
 
 class Network:
@@ -73,16 +82,22 @@ class Network:
     def save(self, path: str | os.PathLike[str] | BinaryIO) -> None:
         """Write the network to an .npz file (no pickles), or to an open binary file.
 
-        Entries: format, version, n_layers, and per layer weight_i, bias_i (if any) and
-        activation_i, the activation's name with its parameters (`repr`, e.g. 'elu(1.0)').
+        Entries: format, version, n_layers, and per layer its operator's entries (a dense
+        matrix: weight_i; others: operator_i, the kind, and their parameters, see
+        `_operator_arrays`), bias_i (if any) and activation_i, the activation's name with its
+        parameters (`repr`, e.g. 'elu(1.0)'). A convolution is stored by its kernel and
+        geometry, not its matrix, and loads back bitwise.
         """
         arrays: dict[str, np.ndarray] = {
             "format": np.array(FILE_FORMAT),
-            "version": np.array(FILE_VERSION),
+            "version": np.array(_DENSE_VERSION),
             "n_layers": np.array(len(self.layers)),
         }
         for i, layer in enumerate(self.layers):
-            arrays[f"weight_{i}"] = layer.operator.to_dense()  # an export: the file is dense
+            entries = _operator_arrays(layer.operator, str(i))
+            arrays.update(entries)
+            if f"operator_{i}" in entries:
+                arrays["version"] = np.array(FILE_VERSION)
             if layer.bias is not None:
                 arrays[f"bias_{i}"] = layer.bias
             arrays[f"activation_{i}"] = np.array(repr(layer.activation))
@@ -130,7 +145,8 @@ class Network:
                 slope = arrays.get(f"slope_{i}")
                 activation = get_activation(str(arrays[f"activation_{i}"]),
                                             None if slope is None else float(slope))
-                layers.append(Layer(arrays[f"weight_{i}"], arrays.get(f"bias_{i}"), activation))
+                operator = _operator_from_arrays(arrays, str(i))
+                layers.append(Layer(operator, arrays.get(f"bias_{i}"), activation))
             except InputError as exc:
                 raise NetworkFileError(f"{source!r}: layer {i} is invalid: {exc}") from None
             except KeyError as exc:
@@ -142,11 +158,18 @@ class Network:
 
     # ----------------------------------------------------------------- PyTorch
     @classmethod
-    def from_torch(cls, module: torch.nn.Module) -> Network:
-        """From an nn.Sequential of Linear and activation modules (see `_torch_io`)."""
+    def from_torch(cls, module: torch.nn.Module, *,
+                   input_shape: Sequence[int] | None = None) -> Network:
+        """From an nn.Sequential in eval mode of Linear, convolution, batch norm, pooling,
+        upsampling, reshape and activation modules (see `_torch_io.layers_from_module`).
+
+        The network takes and gives flat vectors (an image in C-order of (C, H, W)).
+        `input_shape` is one sample's input shape, needed where the first module is a
+        convolution, e.g. (C, H, W).
+        """
         from layerinv._torch_io import layers_from_module
 
-        return cls(layers_from_module(module))
+        return cls(layers_from_module(module, input_shape))
 
     @classmethod
     def from_state_dict(cls, state: str | os.PathLike[str] | dict[str, Any], *,
@@ -156,11 +179,89 @@ class Network:
 
         return cls(layers_from_state_dict(state, layers=layers, activations=activations))
 
-    def to_torch(self) -> torch.nn.Sequential:
-        """An equivalent nn.Sequential (float32, CPU)."""
+    def to_torch(self, dtype: torch.dtype | None = None) -> torch.nn.Sequential:
+        """An equivalent nn.Sequential on the CPU (float32 unless `dtype` says otherwise),
+        taking and giving flat (B, n) tensors; convolutions stay nn.Conv2d/ConvTranspose2d."""
+        import torch
+
         from layerinv._torch_io import module_from_layers
 
-        return module_from_layers(self.layers)
+        return module_from_layers(self.layers, torch.float32 if dtype is None else dtype)
+
+
+def _operator_arrays(operator: LinearOperator, key: str) -> dict[str, np.ndarray]:
+    """The file entries of one operator (`key`: the layer's index, '_j' added per factor).
+
+    dense: weight_KEY; kinds: operator_KEY = 'sparse' (data_KEY, indices_KEY, indptr_KEY,
+    shape_KEY), 'conv2d' (kernel_KEY, geometry_KEY: int64 input shape, stride, padding,
+    dilation, output padding, transposed) or 'product' (n_factors_KEY, factors KEY_0, ...).
+    """
+    if isinstance(operator, DenseOperator):
+        return {f"weight_{key}": operator.to_dense()}  # the dense matrix itself: an export
+    if isinstance(operator, Conv2dOperator):
+        geometry = [*operator.input_shape, *operator.stride, *operator.padding,
+                    *operator.dilation, *operator.output_padding, int(operator.transposed)]
+        return {f"operator_{key}": np.array("conv2d"), f"kernel_{key}": operator.kernel,
+                f"geometry_{key}": np.array(geometry, dtype=np.int64)}
+    if isinstance(operator, ProductOperator):
+        arrays = {f"operator_{key}": np.array("product"),
+                  f"n_factors_{key}": np.array(len(operator.factors))}
+        for j, factor in enumerate(operator.factors):
+            arrays.update(_operator_arrays(factor, f"{key}_{j}"))
+        return arrays
+    # Any other kind is stored by its sparse matrix (an export of its entries).
+    csr = operator.to_sparse()
+    return {f"operator_{key}": np.array("sparse"), f"data_{key}": csr.data,
+            f"indices_{key}": csr.indices.astype(np.int64),
+            f"indptr_{key}": csr.indptr.astype(np.int64),
+            f"shape_{key}": np.array(csr.shape, dtype=np.int64)}
+
+
+def _operator_from_arrays(arrays: dict[str, np.ndarray], key: str, depth: int = 0
+                          ) -> LinearOperator:
+    """The operator `_operator_arrays` wrote; InputError or KeyError when the entries are bad."""
+    kind = arrays.get(f"operator_{key}")
+    if kind is None:
+        return DenseOperator(arrays[f"weight_{key}"], f"weight_{key}")
+    kind = str(kind)
+    if kind == "conv2d":
+        g = _integers(arrays[f"geometry_{key}"], f"geometry_{key}", _GEOMETRY_SIZE)
+        if g[11] not in (0, 1):
+            raise InputError(f"geometry_{key}'s last entry (transposed) must be 0 or 1; got "
+                             f"{g[11]}")
+        return Conv2dOperator(arrays[f"kernel_{key}"], tuple(g[0:3]), stride=tuple(g[3:5]),
+                              padding=tuple(g[5:7]), dilation=tuple(g[7:9]),
+                              output_padding=tuple(g[9:11]), transposed=bool(g[11]))
+    if kind == "product" and depth == 0:  # products are flat: no product inside one
+        n = _integers(arrays[f"n_factors_{key}"], f"n_factors_{key}", 1)[0]
+        if n > len(arrays):
+            raise InputError(f"n_factors_{key} is {n}, more than the file's entries")
+        return ProductOperator([_operator_from_arrays(arrays, f"{key}_{j}", depth + 1)
+                                for j in range(n)])
+    if kind == "sparse":
+        shape = _integers(arrays[f"shape_{key}"], f"shape_{key}", 2)
+        parts = [np.asarray(arrays[f"{part}_{key}"]) for part in ("data", "indices", "indptr")]
+        if any(p.ndim != 1 for p in parts) or not all(
+                np.issubdtype(p.dtype, np.integer) for p in parts[1:]):
+            raise InputError(f"the sparse entries of operator {key} must be 1-D, with integer "
+                             f"indices and indptr")
+        return SparseOperator(scipy.sparse.csr_array(tuple(parts), shape=tuple(shape)),
+                              f"operator {key}")
+    raise InputError(f"operator_{key} must be 'conv2d', 'product' or 'sparse'"
+                     f"{' (products are not nested)' if kind == 'product' else ''}; got "
+                     f"{kind!r}")
+
+
+def _integers(value: np.ndarray, name: str, size: int) -> list[int]:
+    array = np.asarray(value)
+    if (not np.issubdtype(array.dtype, np.integer) or array.shape not in ((size,), ())
+            or (array.shape == () and size != 1)):
+        raise InputError(f"{name} must hold {size} integers; got dtype {array.dtype}, shape "
+                         f"{array.shape}")
+    values = [int(v) for v in array.reshape(-1)]
+    if min(values) < 0 or max(values) > _MAX_INT:
+        raise InputError(f"{name} must hold integers in [0, {_MAX_INT}]; got {values}")
+    return values
 
 
 def random_network(widths: Sequence[int], activation: str | Activation = "relu", *,

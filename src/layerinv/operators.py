@@ -20,11 +20,18 @@ tests/test_operators.py scans the package for any other. What an operator provid
 - `abs()`: the operator |W| (interval bound propagation);
 - `to_dense()`, `to_sparse()`: the whole matrix, for export (files, PyTorch, users).
 
-`DenseOperator` is the only kind so far. Its products are spelled exactly as the code they
-replaced (`x @ W.T` on batches, `W @ x` on vectors, `W @ X` for matmat, syrk for the Gram),
-so results are bitwise those of the dense code. `as_operator` turns an array into one.
-A new kind implements the abstract methods (`matmat`, `to_dense` and `to_sparse` have
-defaults) and must pickle (networks travel to worker processes by pickle).
+- `scaled(rows, columns)`: diag(rows) W diag(columns), folded into the operator's own entries
+  where its kind allows (a batch norm folded into the layer before or after it).
+
+The kinds: `DenseOperator`, whose products are spelled exactly as the code they replaced
+(`x @ W.T` on batches, `W @ x` on vectors, `W @ X` for matmat, syrk for the Gram), so results
+are bitwise those of the dense code; `SparseOperator` over a scipy CSR array (a row subset of
+a structured operator, a diagonal scale); `ProductOperator`, W = A_1 A_2 ... A_k of operators
+applied last-first (a convolution followed by an upsampling, in one layer); and
+`convolution.Conv2dOperator` (nn.Conv2d and nn.ConvTranspose2d, matrix-free). `as_operator`
+turns an array into a DenseOperator. A new kind implements the abstract methods (`matmat`,
+`to_dense`, `to_sparse` and `scaled` have defaults) and must pickle (networks travel to
+worker processes by pickle).
 """
 
 from __future__ import annotations
@@ -84,6 +91,20 @@ class LinearOperator(ABC):
     @abstractmethod
     def abs(self) -> LinearOperator:
         """The operator whose matrix is |W| entry by entry."""
+
+    def scaled(self, rows: np.ndarray | None = None,
+               columns: np.ndarray | None = None) -> LinearOperator:
+        """diag(rows) W diag(columns) (None: no scale on that side).
+
+        By default a product with diagonal factors; kinds that can fold the scales into their
+        own entries (dense, sparse, a convolution for per-channel scales) override this.
+        """
+        factors: list[LinearOperator] = [self]
+        if rows is not None:
+            factors.insert(0, SparseOperator.diagonal(rows))
+        if columns is not None:
+            factors.append(SparseOperator.diagonal(columns))
+        return self if len(factors) == 1 else ProductOperator(factors)
 
     def to_dense(self) -> np.ndarray:
         """The whole matrix, dense (n_out, n_in)."""
@@ -146,6 +167,171 @@ class DenseOperator(LinearOperator):
 
     def to_dense(self) -> np.ndarray:
         return self._matrix
+
+    def scaled(self, rows: np.ndarray | None = None,
+               columns: np.ndarray | None = None) -> DenseOperator:
+        matrix = self._matrix if rows is None else self._matrix * rows[:, None]
+        return DenseOperator._trusted(matrix if columns is None else matrix * columns)
+
+
+class SparseOperator(LinearOperator):
+    """A scipy CSR matrix (canonical: sorted indices, no duplicates), float64."""
+
+    def __init__(self, matrix: object, name: str = "weight"):
+        try:
+            csr = scipy.sparse.csr_array(matrix, dtype=np.float64)
+            csr.check_format(full_check=True)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{name} must be a sparse or dense 2-D numeric matrix; got "
+                             f"{type(matrix).__name__} ({exc})") from None
+        if csr.ndim != 2 or 0 in csr.shape:
+            raise InputError(f"{name} must be a non-empty 2-D matrix (n_out, n_in); got shape "
+                             f"{csr.shape}")
+        check_finite(csr.data, f"{name}'s entries")
+        csr.sum_duplicates()  # canonical: sorted indices, one entry per position
+        self._csr = csr
+        self.shape = (int(csr.shape[0]), int(csr.shape[1]))
+
+    @classmethod
+    def diagonal(cls, values: np.ndarray) -> SparseOperator:
+        """diag(values), a square operator."""
+        return cls(scipy.sparse.diags_array(np.asarray(values, dtype=np.float64), format="csr"))
+
+    @classmethod
+    def _trusted(cls, csr: scipy.sparse.csr_array) -> SparseOperator:
+        """An operator of a CSR array derived from checked ones (no second validation)."""
+        operator = cls.__new__(cls)
+        csr = scipy.sparse.csr_array(csr)
+        csr.sum_duplicates()
+        operator._csr = csr
+        operator.shape = (int(csr.shape[0]), int(csr.shape[1]))
+        return operator
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return self._csr @ x if np.ndim(x) == 1 else (self._csr @ x.T).T
+
+    def adjoint(self, y: np.ndarray) -> np.ndarray:
+        return self._csr.T @ y if np.ndim(y) == 1 else (self._csr.T @ y.T).T
+
+    def matmat(self, X: np.ndarray) -> np.ndarray:
+        return self._csr @ X
+
+    def rows(self, index: np.ndarray | None = None, *, sparse: bool = False
+             ) -> np.ndarray | scipy.sparse.csr_array:
+        chosen = self._csr if index is None else self._csr[row_indices(index, self.n_out)]
+        return scipy.sparse.csr_array(chosen) if sparse else chosen.toarray()
+
+    def row_subset(self, index: np.ndarray) -> SparseOperator:
+        return SparseOperator._trusted(self.rows(index, sparse=True))
+
+    def gram(self, index: np.ndarray | None = None,
+             row_weights: np.ndarray | None = None) -> np.ndarray:
+        return sparse_gram(self.rows(index, sparse=True), row_weights)
+
+    def abs(self) -> SparseOperator:
+        return SparseOperator._trusted(abs(self._csr))
+
+    def scaled(self, rows: np.ndarray | None = None,
+               columns: np.ndarray | None = None) -> SparseOperator:
+        csr = self._csr
+        if rows is not None:
+            csr = scipy.sparse.diags_array(rows) @ csr
+        if columns is not None:
+            csr = csr @ scipy.sparse.diags_array(columns)
+        return SparseOperator._trusted(csr)
+
+    def to_sparse(self) -> scipy.sparse.csr_array:
+        return self._csr.copy()
+
+
+class ProductOperator(LinearOperator):
+    """W = A_1 A_2 ... A_k: `factors` in the order of the matrix product (A_k applies first).
+
+    Rows are built factor by factor from the left, each factor asked only for the rows the
+    ones before it touch (sparse), so no factor's whole matrix is formed.
+    """
+
+    def __init__(self, factors: list[LinearOperator]):
+        flat: list[LinearOperator] = []
+        for i, factor in enumerate(factors):
+            if not isinstance(factor, LinearOperator):
+                raise InputError(f"factors[{i}] must be a LinearOperator; got "
+                                 f"{type(factor).__name__}")
+            flat.extend(factor.factors if isinstance(factor, ProductOperator) else [factor])
+        if len(flat) < 2:
+            raise InputError(f"factors must hold at least two operators; got {len(flat)}")
+        for i in range(1, len(flat)):
+            if flat[i - 1].n_in != flat[i].n_out:
+                raise InputError(f"factors[{i - 1}] takes {flat[i - 1].n_in} inputs but "
+                                 f"factors[{i}] gives {flat[i].n_out} outputs")
+        self.factors: tuple[LinearOperator, ...] = tuple(flat)
+        self.shape = (flat[0].n_out, flat[-1].n_in)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        for factor in reversed(self.factors):
+            x = factor.apply(x)
+        return x
+
+    def adjoint(self, y: np.ndarray) -> np.ndarray:
+        for factor in self.factors:
+            y = factor.adjoint(y)
+        return y
+
+    def matmat(self, X: np.ndarray) -> np.ndarray:
+        for factor in reversed(self.factors):
+            X = factor.matmat(X)
+        return X
+
+    def rows(self, index: np.ndarray | None = None, *, sparse: bool = False
+             ) -> np.ndarray | scipy.sparse.csr_array:
+        chosen = self.factors[0].rows(index, sparse=True)
+        for factor in self.factors[1:]:
+            used = np.unique(chosen.indices)  # the next factor's rows these rows touch
+            chosen = scipy.sparse.csr_array(chosen[:, used] @ factor.rows(used, sparse=True))
+        chosen.sum_duplicates()
+        chosen.eliminate_zeros()
+        return chosen if sparse else chosen.toarray()
+
+    def row_subset(self, index: np.ndarray) -> ProductOperator:
+        return ProductOperator([self.factors[0].row_subset(index), *self.factors[1:]])
+
+    def gram(self, index: np.ndarray | None = None,
+             row_weights: np.ndarray | None = None) -> np.ndarray:
+        return sparse_gram(self.rows(index, sparse=True), row_weights)
+
+    def abs(self) -> SparseOperator:
+        # |A B| is not |A| |B| (entries of opposite signs cancel): the product's own entries,
+        # sparse, which is as large as the product's sparse rows.
+        return SparseOperator._trusted(abs(self.rows(sparse=True)))
+
+    def scaled(self, rows: np.ndarray | None = None,
+               columns: np.ndarray | None = None) -> ProductOperator:
+        first, *middle, last = self.factors
+        return ProductOperator([first.scaled(rows=rows), *middle, last.scaled(columns=columns)])
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(factor) for factor in self.factors)
+        return f"ProductOperator([{inner}])"
+
+
+def row_indices(index: np.ndarray | None, n_rows: int) -> np.ndarray:
+    """Integer row indices of `index` (a boolean mask of n_rows, integer indices, or None: all)."""
+    if index is None:
+        return np.arange(n_rows)
+    index = np.asarray(index)
+    if index.dtype == bool:
+        if index.shape != (n_rows,):
+            raise InputError(f"index must be a boolean mask of shape ({n_rows},) or integer "
+                             f"indices; got a boolean array of shape {index.shape}")
+        return np.flatnonzero(index)
+    return index.astype(np.intp, copy=False).reshape(-1)
+
+
+def sparse_gram(rows: scipy.sparse.csr_array, row_weights: np.ndarray | None) -> np.ndarray:
+    """R' diag(row_weights) R, dense, for sparse rows R."""
+    weighted = rows if row_weights is None else scipy.sparse.diags_array(
+        np.asarray(row_weights, dtype=np.float64)) @ rows
+    return np.asarray((rows.T @ weighted).toarray())
 
 
 def as_operator(value: object, name: str = "weight") -> LinearOperator:
