@@ -178,3 +178,97 @@ def test_a_layer_is_immutable_and_pickles_as_its_constructor_call():
     back = pickle.loads(pickle.dumps(layer))
     assert np.array_equal(back.weight, layer.weight) and back.activation == layer.activation
     assert (back.n_in, back.n_out) == (3, 5)
+
+
+# --------------------------------------------------------------------- structured operators
+def _conv_network():
+    """A network of every operator kind: a transposed convolution, a product (upsampling,
+    convolution, diagonal), a sparse layer and a dense one."""
+    import scipy.sparse
+
+    from layerinv.convolution import Conv2dOperator
+    from layerinv.operators import ProductOperator, SparseOperator
+
+    rng = np.random.default_rng(0)
+    first = Conv2dOperator(rng.normal(size=(4, 3, 3, 3)), (4, 2, 2), stride=2, padding=1,
+                           output_padding=1, dilation=(1, 2), transposed=True)
+    up = Conv2dOperator(np.eye(3)[:, :, None, None] * np.ones((1, 1, 2, 2)), first.output_shape,
+                        stride=2, transposed=True)
+    conv = Conv2dOperator(rng.normal(size=(2, 3, 3, 3)), up.output_shape, padding=1)
+    middle = ProductOperator([SparseOperator.diagonal(rng.normal(size=conv.n_out)), conv, up])
+    sparse = SparseOperator(scipy.sparse.random_array((30, middle.n_out), density=0.1,
+                                                      random_state=1, format="csr"))
+    layers = [Layer(first, rng.normal(size=first.n_out), layerinv.LeakyReLU(0.2)),
+              Layer(middle, None, "relu"),
+              Layer(sparse, rng.normal(size=30), "tanh"),
+              Layer(rng.normal(size=(5, 30)), None, "identity")]
+    return Network(layers)
+
+
+def test_structured_operators_save_by_their_parameters_and_load_bitwise(tmp_path):
+    from layerinv.convolution import Conv2dOperator
+
+    net = _conv_network()
+    path = tmp_path / "conv.npz"
+    net.save(path)
+    with np.load(path) as data:
+        assert int(data["version"]) == 3
+        assert data["kernel_0"].shape == (4, 3, 3, 3)  # the kernel, not the matrix
+        assert "weight_0" not in data.files and "weight_3" in data.files
+        assert data["geometry_0"].dtype == np.int64
+    back = Network.load(path)
+    for a, b in zip(net.layers, back.layers, strict=True):
+        assert type(a.operator) is type(b.operator) and repr(a.operator) == repr(b.operator)
+        assert np.array_equal(a.weight, b.weight)
+        assert (a.bias is None and b.bias is None) or np.array_equal(a.bias, b.bias)
+    assert isinstance(back.layers[0].operator, Conv2dOperator)
+    assert np.array_equal(back.layers[0].operator.kernel, net.layers[0].operator.kernel)
+    z = np.random.default_rng(1).normal(size=(3, net.input_dim))
+    assert np.array_equal(back(z), net(z))
+    # a network of dense layers alone is still a version 2 file, readable by older versions
+    random_network([3, 5], seed=0).save(tmp_path / "dense.npz")
+    with np.load(tmp_path / "dense.npz") as data:
+        assert int(data["version"]) == 2
+
+
+def _tampered(tmp_path, **changes):
+    net = _conv_network()
+    net.save(tmp_path / "good.npz")
+    with np.load(tmp_path / "good.npz") as data:
+        arrays = {key: data[key] for key in data.files}
+    for key, value in changes.items():
+        if value is None:
+            del arrays[key]
+        else:
+            arrays[key] = value
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"geometry_0": np.arange(11)}, r"layer 0 is invalid: geometry_0 must hold 12 integers"),
+    ({"geometry_0": np.ones(12)}, r"geometry_0 must hold 12 integers; got dtype float64"),
+    ({"geometry_0": np.array([4, 2, 2, 2, 2, 1, 1, 1, 2, 1, 0, 2])}, r"\(transposed\)"),
+    ({"geometry_0": np.array([4, 2, 2, 0, 2, 1, 1, 1, 2, 1, 0, 1])}, r"stride must be"),
+    ({"geometry_0": np.array([4, -2, 2, 2, 2, 1, 1, 1, 2, 1, 0, 1])}, r"integers in \[0, "),
+    ({"geometry_0": np.array([4, 2**40, 2, 2, 2, 1, 1, 1, 2, 1, 0, 1])}, r"integers in \[0, "),
+    ({"geometry_0": np.array([3, 2, 2, 2, 2, 1, 1, 1, 2, 1, 0, 1])}, r"input channels"),
+    ({"kernel_0": np.ones((4, 3, 3))}, r"kernel must be a non-empty 4-D"),
+    ({"kernel_0": None}, r"layer 0 lacks the entry 'kernel_0'"),
+    ({"operator_0": np.array("magic")}, r"operator_0 must be 'conv2d', 'product' or 'sparse'"),
+    ({"operator_1_1": np.array("product")}, r"products are not nested"),
+    ({"n_factors_1": np.array(10**9)}, r"n_factors_1 is 1000000000, more than"),
+    ({"n_factors_1": np.array(2)}, r"takes \d+ inputs but"),
+    ({"indices_2": np.full(576, 10**6)}, r"layer 2 is invalid: operator 2 must be a sparse"),
+    ({"indices_2": np.ones(576)}, r"integer indices"),
+    ({"indices_2": np.ones(18, dtype=np.int64)}, r"operator 2 are inconsistent"),
+    ({"data_2": np.full(576, np.nan)}, r"operator 2's entries must be finite"),
+    ({"shape_2": np.array([30])}, r"shape_2 must hold 2 integers"),
+])
+def test_load_refuses_tampered_structured_operators_with_one_clear_error(tmp_path, changes,
+                                                                        message):
+    path = _tampered(tmp_path, **changes)
+    with pytest.raises(NetworkFileError, match=message) as info:
+        Network.load(path)
+    assert "\n" not in str(info.value) and "bad.npz" in str(info.value)

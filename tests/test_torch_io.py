@@ -392,3 +392,207 @@ def test_unknown_activation_name() -> None:
 def test_state_of_wrong_type() -> None:
     with pytest.raises(InputError, match="path or a state dict"):
         network_from_state_dict(42, layers=["fc3"], activations=["relu"])
+
+
+# --------------------------------------------------------------------- convolutional networks
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from layerinv.convolution import Conv2dOperator  # noqa: E402
+from layerinv.operators import DenseOperator, ProductOperator  # noqa: E402
+
+
+def _batch_norm(channels: int, kind=nn.BatchNorm2d, affine: bool = True) -> nn.Module:
+    """A batch norm with random running statistics and affine parameters, in eval mode."""
+    norm = kind(channels, affine=affine)
+    with torch.no_grad():
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.3, 3.0)
+        if affine:
+            norm.weight.normal_()
+            norm.bias.normal_()
+    return norm.eval()
+
+
+def _forward64(module: nn.Module, z: np.ndarray, input_shape=None) -> np.ndarray:
+    with torch.no_grad():
+        x = torch.tensor(z if input_shape is None else z.reshape(len(z), *input_shape))
+        return module(x).reshape(len(z), -1).numpy()
+
+
+@st.composite
+def _conv_stacks(draw):
+    """An eval-mode float64 Sequential of one or two convolutions (either kind, random
+    geometry), each maybe followed by a batch norm with random statistics and an activation,
+    and the input shape it takes."""
+    channels, side = draw(st.integers(1, 3)), (draw(st.integers(2, 5)), draw(st.integers(2, 5)))
+    shape = (channels, *side)
+    modules = []
+    for _ in range(draw(st.integers(1, 2))):
+        c_out = draw(st.integers(1, 3))
+        k, s = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+        d, p = draw(st.integers(1, 2)), draw(st.integers(0, 1))
+        if draw(st.booleans()):
+            conv = nn.ConvTranspose2d(shape[0], c_out, k, s, p,
+                                      output_padding=draw(st.integers(0, max(s, d) - 1)),
+                                      dilation=d, bias=draw(st.booleans()))
+        else:
+            conv = nn.Conv2d(shape[0], c_out, k, s, p, dilation=d, bias=draw(st.booleans()))
+        try:
+            with torch.no_grad():
+                out = conv.double()(torch.zeros((1, *shape), dtype=torch.float64))
+        except RuntimeError:  # an empty output
+            break
+        if out.numel() == 0:
+            break
+        modules.append(conv)
+        if draw(st.booleans()):
+            modules.append(_batch_norm(c_out, affine=draw(st.booleans())))
+        if draw(st.booleans()):
+            modules.append(draw(st.sampled_from([nn.ReLU(), nn.LeakyReLU(0.2), nn.Tanh()])))
+        shape = tuple(out.shape[1:])
+    from hypothesis import assume
+    assume(modules)
+    return nn.Sequential(*modules).double().eval(), (channels, *side)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_conv_stacks(), st.integers(0, 2**32 - 1))
+def test_random_conv_stacks_match_pytorch_and_round_trip(case, seed) -> None:
+    module, input_shape = case
+    net = Network.from_torch(module, input_shape=input_shape)
+    z = np.random.default_rng(seed).normal(size=(3, net.input_dim))
+    expected = _forward64(module, z, input_shape)
+    np.testing.assert_allclose(net(z), expected, rtol=0, atol=1e-10)
+    assert all(isinstance(layer.operator, Conv2dOperator) for layer in net.layers)
+    back = net.to_torch(torch.float64)  # flat in, flat out
+    assert any(isinstance(m, nn.Conv2d | nn.ConvTranspose2d) for m in back.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in back.modules())  # folded
+    np.testing.assert_allclose(_forward64(back, z), expected, rtol=0, atol=1e-10)
+    again = Network.from_torch(back)
+    assert again.widths == net.widths
+    np.testing.assert_allclose(again(z), expected, rtol=0, atol=1e-10)
+
+
+def test_an_mnist_dcgan_generator_imports_with_batch_norms_folded() -> None:
+    torch.manual_seed(1)
+    module = nn.Sequential(
+        nn.Linear(10, 128 * 7 * 7), nn.Unflatten(1, (128, 7, 7)), _batch_norm(128), nn.ReLU(),
+        nn.ConvTranspose2d(128, 64, 4, 2, 1), _batch_norm(64), nn.ReLU(),
+        nn.ConvTranspose2d(64, 1, 4, 2, 1), nn.Tanh(),
+    ).double().eval()
+    net = Network.from_torch(module)
+    assert net.widths == [10, 128 * 49, 64 * 196, 784]
+    assert [repr(layer.activation) for layer in net.layers] == ["relu", "relu", "tanh"]
+    kinds = [type(layer.operator) for layer in net.layers]
+    assert kinds == [DenseOperator, Conv2dOperator, Conv2dOperator]
+    z = np.random.default_rng(2).normal(size=(4, 10))
+    np.testing.assert_allclose(net(z), _forward64(module, z), rtol=0, atol=1e-10)
+    back = net.to_torch()  # float32 by default, as before
+    assert next(back.parameters()).dtype == torch.float32
+    assert [type(m).__name__ for m in back] == [
+        "Linear", "ReLU", "Unflatten", "ConvTranspose2d", "ReLU", "ConvTranspose2d", "Tanh",
+        "Flatten"]
+
+
+def test_batch_norm_1d_after_an_activation_folds_into_the_next_linear() -> None:
+    torch.manual_seed(3)
+    module = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), _batch_norm(6, nn.BatchNorm1d),
+                           nn.Dropout(0.5), nn.Linear(6, 5), nn.Sigmoid()).double().eval()
+    net = Network.from_torch(module)
+    assert net.widths == [4, 6, 5] and len(net.layers) == 2
+    z = np.random.default_rng(4).normal(size=(5, 4))
+    np.testing.assert_allclose(net(z), _forward64(module, z), rtol=0, atol=1e-12)
+
+
+def test_upsampling_pooling_and_bias_compose_into_one_layer_and_round_trip() -> None:
+    torch.manual_seed(5)
+    module = nn.Sequential(
+        nn.ConvTranspose2d(4, 6, 3, 1, 0), nn.ReLU(),
+        nn.Upsample(scale_factor=2), nn.Conv2d(6, 3, 3, 1, 1), nn.AvgPool2d(2, padding=1),
+        _batch_norm(3), nn.LeakyReLU(0.1),
+        nn.UpsamplingNearest2d(scale_factor=3), nn.Conv2d(3, 2, 1), nn.Flatten(),
+        nn.Linear(2 * 12 * 12, 7),
+    ).double().eval()
+    net = Network.from_torch(module, input_shape=(4, 1, 1))
+    assert [repr(layer.activation) for layer in net.layers] == [
+        "relu", "leaky_relu(0.1)", "identity", "identity"]
+    assert isinstance(net.layers[1].operator, ProductOperator)  # upsample, conv, pool: one
+    z = np.random.default_rng(6).normal(size=(3, 4))
+    expected = _forward64(module, z, (4, 1, 1))
+    np.testing.assert_allclose(net(z), expected, rtol=0, atol=1e-10)
+    back = net.to_torch(torch.float64)
+    names = [type(m).__name__ for m in back]
+    assert names.count("Upsample") == 2 and names.count("AvgPool2d") == 1  # kept as such
+    np.testing.assert_allclose(_forward64(back, z), expected, rtol=0, atol=1e-10)
+    again = Network.from_torch(back)
+    assert again.widths == net.widths
+    np.testing.assert_allclose(again(z), expected, rtol=0, atol=1e-10)
+
+
+def test_a_conv_network_starts_from_input_shape_or_says_it_needs_one() -> None:
+    module = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU()).double().eval()
+    with pytest.raises(UnsupportedLayerError,
+                       match=r"^Conv2d at index 0 needs its input image's shape: pass "
+                             r"input_shape=\(C, H, W\)"):
+        Network.from_torch(module)
+    net = Network.from_torch(module, input_shape=(2, 5, 4))
+    assert net.widths == [40, 3 * 3 * 2]
+    single = Network.from_torch(nn.ConvTranspose2d(2, 1, 2).double(), input_shape=(2, 3, 3))
+    assert single.widths == [18, 16]
+    for bad in ((2, 0, 4), "abc", (2.5, 3, 3)):
+        with pytest.raises(InputError, match=r"^input_shape must be"):
+            Network.from_torch(module, input_shape=bad)
+
+
+@pytest.mark.parametrize(("modules", "message"), [
+    ([nn.Linear(3, 8), nn.ReLU(), nn.Conv2d(2, 2, 1)],
+     r"^Conv2d at index 2 takes an image \(C, H, W\) but gets shape \(8,\); put nn.Unflatten"),
+    ([nn.Unflatten(1, (2, 2, 2)), nn.Conv2d(3, 2, 1)],
+     r"^Conv2d at index 1 takes 3 channels but gets shape \(2, 2, 2\)"),
+    ([nn.Unflatten(1, (2, 2, 2)), nn.Conv2d(2, 2, 1, groups=2)], r"groups=2 \(only groups=1\)"),
+    ([nn.Unflatten(1, (2, 4, 4)), nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect")],
+     r"padding_mode='reflect'"),
+    ([nn.Unflatten(1, (2, 4, 4)), nn.Conv2d(2, 2, 2, padding="same")], r"padding='same'"),
+    ([nn.Unflatten(1, (2, 2, 2)), nn.Upsample(scale_factor=2, mode="bilinear")],
+     r"mode='bilinear' \(only 'nearest'\)"),
+    ([nn.Unflatten(1, (2, 2, 2)), nn.Upsample(scale_factor=1.5)], r"only integer scale"),
+    ([nn.Unflatten(1, (2, 3, 3)), nn.AvgPool2d(2, ceil_mode=True)], r"ceil_mode=True"),
+    ([nn.Unflatten(1, (2, 3, 3)), nn.AvgPool2d(2, padding=1, count_include_pad=False)],
+     r"count_include_pad=False"),
+    ([nn.Unflatten(1, (2, 2, 2)), nn.BatchNorm2d(2, track_running_stats=False)],
+     r"has no running statistics"),
+    ([nn.Linear(3, 8), nn.BatchNorm2d(8)], r"takes inputs of shape \(C, H, W\) with C = 8"),
+    ([nn.Unflatten(1, (2, 2, 2)), nn.ConvTranspose2d(2, 2, 2, groups=2)], r"groups=2"),
+])
+def test_unsupported_convolution_settings_are_named_with_their_index(modules, message) -> None:
+    module = nn.Sequential(*modules).eval()
+    with pytest.raises(UnsupportedLayerError, match=message) as info:
+        Network.from_torch(module)
+    assert "\n" not in str(info.value) and "index" in str(info.value)
+
+
+def test_to_torch_of_a_sparse_factor_and_a_non_channel_bias() -> None:
+    """A per-entry scale on a convolution's output (BatchNorm1d after a Flatten) stays a
+    diagonal factor; a bias that varies inside a channel goes into a Bias module."""
+    torch.manual_seed(7)
+    module = nn.Sequential(nn.Unflatten(1, (2, 3, 3)), nn.Conv2d(2, 2, 2, bias=False),
+                           nn.Flatten(), _batch_norm(8, nn.BatchNorm1d), nn.ReLU()).double()
+    net = Network.from_torch(module.eval())
+    assert isinstance(net.layers[0].operator, ProductOperator)
+    z = np.random.default_rng(8).normal(size=(3, 18))
+    expected = _forward64(module, z)
+    np.testing.assert_allclose(net(z), expected, rtol=0, atol=1e-12)
+    back = net.to_torch(torch.float64)
+    names = [type(m).__name__ for m in back]
+    assert "Conv2d" in names and "Linear" in names  # the diagonal: a dense export
+    np.testing.assert_allclose(_forward64(back, z), expected, rtol=0, atol=1e-12)
+    bias = np.random.default_rng(9).normal(size=8)
+    from layerinv.layers import Layer
+    layer = net.layers[0]
+    conv = Network([Layer(layer.operator.factors[1], bias, "relu")])
+    module = conv.to_torch(torch.float64)
+    assert [type(m).__name__ for m in module] == ["Unflatten", "Conv2d", "Bias", "ReLU",
+                                                  "Flatten"]
+    np.testing.assert_allclose(_forward64(module, z), conv(z), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(Network.from_torch(module)(z), conv(z), rtol=0, atol=1e-12)

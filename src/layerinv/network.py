@@ -245,8 +245,12 @@ def _operator_from_arrays(arrays: dict[str, np.ndarray], key: str, depth: int = 
                 np.issubdtype(p.dtype, np.integer) for p in parts[1:]):
             raise InputError(f"the sparse entries of operator {key} must be 1-D, with integer "
                              f"indices and indptr")
-        return SparseOperator(scipy.sparse.csr_array(tuple(parts), shape=tuple(shape)),
-                              f"operator {key}")
+        try:
+            csr = scipy.sparse.csr_array(tuple(parts), shape=tuple(shape))
+        except ValueError as exc:
+            raise InputError(f"the sparse entries of operator {key} are inconsistent: "
+                             f"{exc}") from None
+        return SparseOperator(csr, f"operator {key}")
     raise InputError(f"operator_{key} must be 'conv2d', 'product' or 'sparse'"
                      f"{' (products are not nested)' if kind == 'product' else ''}; got "
                      f"{kind!r}")
