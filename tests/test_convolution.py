@@ -123,6 +123,12 @@ def test_rows_subsets_gram_and_abs_equal_the_matrix(case):
                                    chosen.T @ (weights[:, None] * chosen), rtol=1e-12,
                                    atol=1e-12)
         np.testing.assert_allclose(op.gram(index), chosen.T @ chosen, rtol=1e-12, atol=1e-12)
+    none = np.zeros(op.n_out, dtype=bool)  # no row at all (a layer with every unit pinned)
+    for index in (none, np.flatnonzero(none)):
+        assert op.rows(index).shape == (0, op.n_in)
+        assert op.rows(index, sparse=True).shape == (0, op.n_in)
+        assert op.row_subset(index).shape == (0, op.n_in)
+        assert np.array_equal(op.gram(index), np.zeros((op.n_in, op.n_in)))
     assert isinstance(op.abs(), Conv2dOperator)
     assert np.array_equal(op.abs().to_dense(), np.abs(op.to_dense()))
     assert np.array_equal(op.to_sparse().toarray(), op.to_dense())
@@ -191,3 +197,40 @@ def test_bad_geometry_is_one_input_error_naming_the_argument(build, message):
     with pytest.raises(InputError, match=message) as info:
         build()
     assert "\n" not in str(info.value)
+
+
+def _conv_pair(seed: int):
+    """A small DCGAN-like network (z 8 -> ConvT -> 16x4x4 -> ReLU -> ConvT(16, 8, 4, 2, 1)
+    -> 8x8x8 -> ReLU) and the same network with dense matrices."""
+    from layerinv import Layer, Network
+
+    rng = np.random.default_rng(seed)
+    first = Conv2dOperator(rng.normal(size=(8, 16, 4, 4)) / 4, (8, 1, 1), transposed=True)
+    second = Conv2dOperator(rng.normal(size=(16, 8, 4, 4)) / 8, (16, 4, 4), stride=2,
+                            padding=1, transposed=True)
+    specs = [(first, rng.normal(size=first.n_out) * 0.1), (second, None)]
+    conv = Network([Layer(op, b, "relu") for op, b in specs])
+    dense = Network([Layer(op.to_dense(), b, "relu") for op, b in specs])
+    return conv, dense
+
+
+@pytest.mark.parametrize("method", ["exact", "linf", "l1", "pattern"])
+def test_a_conv_network_inverts_as_its_dense_matrices(method):
+    """The walk, the layer LPs and the pattern search only call the operator's methods: a
+    convolution network inverts as the network of its dense matrices (to rounding)."""
+    from layerinv import invert
+
+    conv, dense = _conv_pair(0)
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(2, 8))
+    x = conv(z)
+    noisy = x + 1e-3 * rng.normal(size=x.shape)
+    solvers = ("auto", "ipm", "highs") if method in ("linf", "l1") else ("auto",)
+    for obs in (x, noisy):
+        for solver in solvers:  # the interior point asks for Grams, HiGHS for sparse rows
+            a = invert(conv, obs, method, solver=solver)
+            b = invert(dense, obs, method, solver=solver)
+            assert list(np.atleast_1d(a.status)) == list(np.atleast_1d(b.status))
+            np.testing.assert_allclose(a.z, b.z, rtol=0, atol=1e-8)
+    exact_answer = invert(conv, x, "pattern")
+    np.testing.assert_allclose(exact_answer.z, z, rtol=0, atol=1e-9)  # from G(z*) exactly

@@ -197,7 +197,7 @@ class Conv2dOperator(LinearOperator):
         else:
             columns, values = self._entries(rows)
         keep = (columns >= 0) & (values != 0.0)
-        counts = keep.reshape(len(rows), -1).sum(axis=1)
+        counts = keep.reshape(len(rows), -1).sum(axis=1) if len(rows) else np.zeros(0, int)
         indptr = np.concatenate([[0], np.cumsum(counts)])
         return scipy.sparse.csr_array((values[keep], columns[keep], indptr),
                                       shape=(len(rows), self.n_in))
@@ -242,7 +242,9 @@ class Conv2dOperator(LinearOperator):
         return source, (shifted % s == 0) & (shifted >= 0) & (source < n_out)
 
     def row_subset(self, index: np.ndarray) -> SparseOperator:
-        return SparseOperator(self.rows(index, sparse=True))
+        # The rows of a checked kernel (no second validation; no rows at all is allowed, as
+        # for a dense operator).
+        return SparseOperator._trusted(self.rows(index, sparse=True))
 
     def gram(self, index: np.ndarray | None = None,
              row_weights: np.ndarray | None = None) -> np.ndarray:
