@@ -663,12 +663,11 @@ def gauss_newton(net: Network, objective: Objective, starts: np.ndarray,
     z = np.array(starts, dtype=np.float64, copy=True)
     values = _values_at(net, objective, z)
     active = np.ones(len(z), dtype=bool)
-    dense = [layer.operator.rows() for layer in net.layers]  # least squares: dense rows
     for _ in range(max_steps):
         index = np.flatnonzero(active)
         if not len(index):
             break
-        normal, rhs = _normal_equations(net, dense, objective.at(index), z[index])
+        normal, rhs = _normal_equations(net, objective.at(index), z[index])
         model = _solve_batch(normal, rhs)
         direction = model - z[index]
         alpha = np.ones(len(index))
@@ -700,8 +699,8 @@ def _solve_batch(normal: np.ndarray, rhs: np.ndarray) -> np.ndarray:
                                                                                strict=True)])
 
 
-def _normal_equations(net: Network, dense: Sequence[np.ndarray], objective: Objective,
-                      z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _normal_equations(net: Network, objective: Objective, z: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """For each z (S, k), the Gauss-Newton normal equations of its region's affine model:
     (J'J / m + prior I + damping) and -J'(A c_P - y) / m, with J = A J_P (S, k, k), (S, k).
 
@@ -729,12 +728,13 @@ def _normal_equations(net: Network, dense: Sequence[np.ndarray], objective: Obje
     target = np.broadcast_to(objective.target, (count, m))
     for s in range(count):
         jac, live = None, None
-        for weight, slope, live_units in zip(dense, slopes, lives, strict=True):
+        for layer, slope, live_units in zip(net.layers, slopes, lives, strict=True):
             rows = live_units[s]
+            chosen = layer.operator.rows(rows)  # least squares: dense in its live rows
             if jac is None:  # the first layer: d u / d z is its weight
-                jac = slope[s, rows, None] * weight[rows]
+                jac = slope[s, rows, None] * chosen
             else:
-                jac = slope[s, rows, None] * (weight[rows[:, None], live] @ jac)
+                jac = slope[s, rows, None] * (chosen[:, live] @ jac)
             live = rows
         assert jac is not None and live is not None
         residual = x[s, live] - jac @ z[s]  # c_P on the live outputs (the others: 0)
