@@ -16,7 +16,7 @@ from layerinv._layer_inversion import METHODS, LayerOptions, invert_layer_batch
 from layerinv._pattern import (
     PATTERN_OPTIONS,
     REFINED_STATUSES,
-    check_piecewise_linear,
+    check_pattern_network,
     invert_pattern,
     is_piecewise_linear,
     needs_refining,
@@ -181,7 +181,7 @@ def _invert_on_patterns(net: Network, x: object, method: str, progress: bool | N
             # shipped decoder at variance 0.3: PSNR 8 dB) and cost more than the search.
             return invert_pattern(net, x, noise=noise, rtol=rtol, progress=progress,
                                   **options)
-        check_piecewise_linear(net)  # the InputError naming the layer, before any LP
+        check_pattern_network(net, options.get("loss", "l2"))  # the InputError, before any LP
     started = time.perf_counter()
     batch, single = check_batch(x, net.output_dim, "x")
     # The pattern solve covers what the joint solve would (every sample not 'optimal'); the
