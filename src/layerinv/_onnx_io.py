@@ -198,11 +198,15 @@ class _Chain:
         if node.op_type == "Shape":  # reads only the data's shape: not a use of the data
             self._set_const(node, _shape_op(self.shapes[data_inputs[0]], node))
             return
-        if len(data_inputs) > 1 or data_inputs[0] != self.data:
+        if len(set(data_inputs)) > 1 or data_inputs[0] != self.data:
             raise UnsupportedLayerError(
                 f"{self.where}: {name} takes {sorted(set(data_inputs))}, but the chain is at "
                 f"{self.data!r}: the graph branches or joins (a tensor used twice), and "
                 f"layerinv reads only a single chain of layers")
+        if len(data_inputs) > 1:
+            raise UnsupportedLayerError(
+                f"{self.where}: {name} takes the data {self.data!r} more than once (as in z * z "
+                f"or z @ z): not a layer; weights must be constants")
         outputs = [o for o in node.output if o]
         if len(outputs) != 1:
             raise UnsupportedLayerError(f"{self.where}: {name} has {len(outputs)} outputs; a "
@@ -269,7 +273,7 @@ class _Chain:
         if name not in self.consts:
             raise UnsupportedLayerError(
                 f"{self.where}: {node_name} needs {name!r} as a constant (an initializer or "
-                f"Constant), but it is computed at run time or missing")
+                f"Constant), but it is not one")
         return self.consts[name]
 
     def weight(self, name: str, node_name: str) -> np.ndarray:
@@ -570,7 +574,10 @@ def model_from_layers(layers: Sequence[Layer], *, dtype: str = "float64",
     activation's op (none for identity). Input (batch, k), output (batch, n), batch symbolic.
 
     dtype 'float64' keeps the weights exactly; 'float32' rounds them (what most verifiers and
-    runtimes load; a verifier's answer is then about the rounded network).
+    runtimes load; a verifier's answer is then about the rounded network). An activation's
+    parameter (leaky_relu's slope, elu's alpha) is an ONNX attribute, which is float32 in
+    every file: leaky_relu(0.3) is written, and read back, as leaky_relu(float32(0.3)) =
+    leaky_relu(0.30000001192092896); slopes such as 0.25 or 0.5 stay exact.
     """
     onnx = _onnx()
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
