@@ -419,3 +419,18 @@ def test_corrupted_files_give_a_network_or_one_clear_error(tmp_path, data):
     else:
         assert net.input_dim >= 1 and np.all(np.isfinite(net.forward(np.zeros(net.input_dim))))
     os.remove(path)
+
+
+@pytest.mark.parametrize("location", ["../../../../etc/passwd", "/etc/passwd", "absent.bin"])
+def test_external_data_outside_the_folder_or_missing_is_refused(tmp_path, location):
+    tensor = numpy_helper.from_array(np.ones((2, 3), dtype=np.float32), "W")
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", location
+    model = graph_model([helper.make_node("Gemm", ["z", "W"], ["x"], name="g", transB=1)],
+                        [value("z", [1, 3])], [value("x", [1, 2])], [tensor])
+    path = tmp_path / "ext.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(NetworkFileError, match=r"ext\.onnx.*(outside|absolute|not regular)"):
+        layers_from_onnx(path)
