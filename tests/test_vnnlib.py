@@ -96,14 +96,15 @@ def _case(seed: int):
                          seed=seed)
     lo, hi = np.full(2, -1.0), np.full(2, 1.0)
     kind = ("sat", "unsat", "open")[seed % 3]
-    if kind == "sat":
+    _, out_hi = own_interval_bounds(net, lo, hi)
+    j = int(r.integers(4))
+    if kind == "sat":  # an unsat disjunct first: 'sat' must look past it
         y = net.forward(r.uniform(-0.9, 0.9, size=2))
         C, d = linf_polytope(y, 1e-4)
         extra = r.normal(size=(2, 4))
-        spec = [(np.vstack([C, extra]), np.concatenate([d, extra @ y + 0.1]))]
+        spec = [(-np.eye(4)[[j]], np.array([-(out_hi[j] + 0.5)])),
+                (np.vstack([C, extra]), np.concatenate([d, extra @ y + 0.1]))]
     elif kind == "unsat":
-        _, out_hi = own_interval_bounds(net, lo, hi)
-        j = int(r.integers(4))
         spec = [(-np.eye(4)[[j]], np.array([-(out_hi[j] + 0.5)])),  # y_j >= hi_j + 0.5
                 (np.array([[1.0, 1.0, 1.0, 1.0]]), np.array([-(np.abs(out_hi).sum() + 1)]))
                 if seed % 2 == 0 else (-np.eye(4)[[j]], np.array([-(out_hi[j] + 1.0)]))]
