@@ -255,7 +255,7 @@ class _Chain:
         if len(other) != 1:
             raise UnsupportedLayerError(f"{self.where}: {name} adds the data to itself; only a "
                                         f"constant bias can be added")
-        addend = self.weight(other[0], name)
+        addend = self.float_const(other[0], name)
         bias = _bias_of(addend, self.shape, name, self.where)
         self.open[1] = bias if self.open[1] is None else self.open[1] + bias
 
@@ -276,7 +276,7 @@ class _Chain:
                 f"Constant), but it is not one")
         return self.consts[name]
 
-    def weight(self, name: str, node_name: str) -> np.ndarray:
+    def float_const(self, name: str, node_name: str) -> np.ndarray:
         """A constant that enters the network's map: it must be floating point."""
         value = self.const(name, node_name)
         if value.dtype.name not in _FLOAT_TYPES:
@@ -319,7 +319,7 @@ def _gemm(chain: _Chain, node: Any, name: str) -> tuple[np.ndarray, np.ndarray |
         raise UnsupportedLayerError(
             f"{chain.where}: {name} takes data of shape {_shape_text(chain.shape)}; Gemm needs "
             f"(batch, features)")
-    b = chain.weight(inputs[1], name)
+    b = chain.float_const(inputs[1], name)
     if b.ndim != 2:
         raise UnsupportedLayerError(f"{chain.where}: {name}: B has shape {b.shape}, not 2-D")
     weight = float(attrs.get("alpha", 1.0)) * (b if attrs.get("transB", 0) else b.T)
@@ -330,7 +330,7 @@ def _gemm(chain: _Chain, node: Any, name: str) -> tuple[np.ndarray, np.ndarray |
     out = (chain.shape[0], weight.shape[0])
     bias = None
     if inputs[2]:
-        c = float(attrs.get("beta", 1.0)) * chain.weight(inputs[2], name)
+        c = float(attrs.get("beta", 1.0)) * chain.float_const(inputs[2], name)
         bias = _bias_of(c, out, name, chain.where)
     return weight, bias, out
 
@@ -340,7 +340,7 @@ def _matmul(chain: _Chain, node: Any, name: str) -> tuple[np.ndarray, None, tupl
     if list(node.input[:1]) != [chain.data]:
         raise UnsupportedLayerError(f"{chain.where}: {name} must take the data as its first "
                                     f"input A and a constant matrix B (A @ B)")
-    b = chain.weight(node.input[1], name)
+    b = chain.float_const(node.input[1], name)
     shape = chain.shape
     if b.ndim != 2 or b.shape[0] != shape[-1] or any(d != 1 for d in shape[1:-1]):
         raise UnsupportedLayerError(
