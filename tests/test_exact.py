@@ -19,7 +19,9 @@ from layerinv.exact import (
     closest,
     decode_assignment,
     interval_bounds,
+    linf_polytope,
     preimage,
+    preimage_polytope,
     random_3sat,
     sat_network,
     satisfies,
@@ -334,6 +336,123 @@ def test_argument_errors():
         sat_network([[1, 5]], 3)
     with pytest.raises(InputError, match="n_vars"):
         random_3sat(2, 5, 0)
+
+
+# --------------------------------------------------------------------------- polytopes
+def inside(net: Network, z: np.ndarray, C: np.ndarray, d: np.ndarray) -> bool:
+    """The test's own check of a witness: C G(z) <= d up to float64 rounding."""
+    y = net.forward(z)
+    return bool(np.all(C @ y - d <= 1e-8 * (1 + np.abs(d) + np.abs(C) @ np.abs(y))))
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), realizable=st.booleans(), tighten=st.booleans())
+def test_the_linf_ball_polytope_asks_what_preimage_asks(seed, realizable, tighten):
+    rng = np.random.default_rng([3, seed])
+    net = random_network([3, 8, 12], "leaky_relu(0.1)" if seed % 2 else "relu", bias=True,
+                         seed=seed)
+    x = net.forward(rng.uniform(-2, 2, size=3))
+    if not realizable:
+        x = x + rng.normal(size=12)  # almost surely off the 3-dimensional range
+    tol = 1e-3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BoxWarning)
+        a = preimage(net, x, tol, box=3.0, tighten=tighten, search=False)
+        b = preimage_polytope(net, *linf_polytope(x, tol), box=3.0, tighten=tighten,
+                              search=False)
+    assert a.exists is not None and a.exists is b.exists
+    if b.exists:
+        assert inside(net, b.z, *linf_polytope(x, tol))
+        assert b.residual == pytest.approx(linf(net, b.z, x) - tol, abs=1e-12)
+        assert b.residual <= 1e-9 and b.bound <= 0.0
+    else:
+        assert b.status == "infeasible" and b.z is None and b.bound == np.inf
+    if realizable:
+        assert b.exists is True
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_general_polytopes_agree_with_a_dense_grid(seed):
+    # k = 2: a 301 x 301 grid of the box cannot prove emptiness, but it refutes a wrong
+    # answer: a grid point well inside refutes False, and a True witness is checked here.
+    rng = np.random.default_rng([5, seed])
+    net = random_network([2, 10, 4], bias=True, seed=100 + seed)
+    grid = np.stack(np.meshgrid(np.linspace(-2, 2, 301), np.linspace(-2, 2, 301)), -1)
+    ys = net.forward(grid.reshape(-1, 2))
+    C = rng.normal(size=(3, 4))
+    margin = ys @ C.T
+    # Rows through a random point's image, shifted: some polytopes hit the range, some miss
+    # (seeds 0-9: five of each, measured).
+    d = C @ net.forward(rng.uniform(-2, 2, size=2)) + rng.uniform(-0.6, 0.1, size=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BoxWarning)
+        result = preimage_polytope(net, C, d, box=2.0, search=bool(seed % 3))
+    best_on_grid = float(np.min(np.max(margin - d, axis=1)))
+    if result.exists:
+        assert inside(net, result.z, C, d) and np.all(np.abs(result.z) <= 2.0)
+        assert result.residual <= 1e-8
+    else:
+        assert result.exists is False and result.status == "infeasible"
+        assert best_on_grid > -1e-9, "a grid point lies inside the polytope"
+    if best_on_grid < -1e-6:
+        assert result.exists is True
+
+
+def test_polytope_answers_for_both_kinds_are_seen():
+    net = random_network([2, 10, 4], bias=True, seed=101)
+    y = net.forward(np.array([0.3, -0.4]))
+    C = np.array([[1.0, 1.0, 0.0, 0.0], [0.0, -1.0, 1.0, 0.5]])
+    d_hit = C @ y + 1e-3
+    assert preimage_polytope(net, C, d_hit, box=2.0).exists is True
+    d_miss = d_hit.copy()
+    d_miss[0] = -1e3  # y_0 + y_1 <= -1000 is out of the range of the box
+    assert preimage_polytope(net, C, d_miss, box=2.0).exists is False
+
+
+def test_polytope_outside_the_relu_range_and_the_box_warnings():
+    net = two_layer_abs()  # |z| >= 0
+    C, d = np.array([[1.0]]), np.array([-0.5])  # y <= -0.5: no z anywhere
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = preimage_polytope(net, C, d)
+    assert result.exists is False and result.status == "infeasible"
+    C, d = np.array([[-1.0]]), np.array([-20.0])  # y >= 20: only outside |z| <= 10
+    with pytest.warns(BoxWarning, match="default box"):
+        assert preimage_polytope(net, C, d).exists is False
+    with pytest.warns(BoxWarning, match="boundary"):  # the most interior point: z = +-25
+        assert preimage_polytope(net, C, d, box=25.0).exists is True
+    # A two-sided row pair 0.5 <= y <= 1 meets the non-convex pre-image on both sides.
+    C, d = np.array([[1.0], [-1.0]]), np.array([1.0, -0.5])
+    left = preimage_polytope(net, C, d, box=(-3.0, 0.0))
+    right = preimage_polytope(net, C, d, box=(0.0, 3.0))
+    assert left.z[0] < 0 < right.z[0] and left.exists and right.exists
+    middle = preimage_polytope(net, C, d, box=(-0.4, 0.4))
+    assert middle.exists is False
+
+
+def test_polytope_time_limit_is_never_a_wrong_answer():
+    clauses = planted_3sat(40, 170, seed=3)  # satisfiable by construction
+    net, x = sat_network(clauses, 40)
+    result = preimage_polytope(net, *linf_polytope(x, 1e-6), time_limit=0.0, box=2.0)
+    assert result.exists is not False
+    if result.exists is None:
+        assert result.status == "time_limit" and result.bound <= 0.0
+
+
+def test_polytope_argument_errors():
+    net = two_layer_abs()
+    with pytest.raises(InputError, match=r"C must be a matrix \(m, 1\)"):
+        preimage_polytope(net, np.ones((2, 3)), np.ones(2))
+    with pytest.raises(InputError, match="C must be a matrix"):
+        preimage_polytope(net, np.ones((0, 1)), np.ones(0))
+    with pytest.raises(InputError, match=r"d must have shape \(2,\)"):
+        preimage_polytope(net, np.ones((2, 1)), np.ones(3))
+    with pytest.raises(InputError, match="d"):
+        preimage_polytope(net, np.ones((1, 1)), [np.nan])
+    with pytest.raises(InputError, match="box"):
+        preimage_polytope(net, np.ones((1, 1)), [1.0], box="wide")
+    with pytest.raises(InputError, match="x must be a vector"):
+        linf_polytope(np.ones((2, 2)), 0.1)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -26,7 +26,7 @@ LAYERS: dict[str, int] = {
     "facade": 5,        # the package root and `python -m layerinv`
 }
 BASE = {"errors", "_validation", "_blas", "_linalg", "_processes", "_version"}
-APPLICATIONS = {"measurements", "_reconstruct", "exact", "pretrained", "datasets"}
+APPLICATIONS = {"measurements", "_reconstruct", "exact", "pretrained", "datasets", "vnnlib"}
 
 
 def layer_of(module: str) -> str:

@@ -6,6 +6,9 @@ the reduction). This module answers the question exactly, for small networks, wi
 variable per unstable piecewise-linear unit and HiGHS's branch and bound:
 
 - `preimage(net, x, tol)` decides whether some z in a box has ||G(z) - x||_inf <= tol;
+- `preimage_polytope(net, C, d)` decides whether some z in a box has C G(z) <= d, the general
+  question (the l_inf ball is C = [I; -I], d = [x + tol; tol - x], `linf_polytope`; a VNN-LIB
+  property is one such polytope per disjunct);
 - `closest(net, x, norm)` finds the global minimum of ||G(z) - x|| (l_inf or l_1) over the box,
   to measure how far the LP or gradient descent is from optimal;
 - `sat_network(clauses, n_vars)` turns a CNF formula into a four-layer ReLU network and a target
@@ -62,7 +65,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from layerinv._validation import as_float_array, check_batch, check_choice, check_positive, make_rng
+from layerinv._validation import (
+    as_float_array,
+    check_batch,
+    check_choice,
+    check_finite,
+    check_positive,
+    make_rng,
+)
 from layerinv.activations import PIECEWISE_LINEAR_NAMES
 from layerinv.errors import InputError
 from layerinv.network import Layer, Network
@@ -78,7 +88,9 @@ __all__ = [
     "closest",
     "decode_assignment",
     "interval_bounds",
+    "linf_polytope",
     "preimage",
+    "preimage_polytope",
     "random_3sat",
     "sat_network",
     "satisfies",
@@ -144,6 +156,59 @@ def _check_time_limit(time_limit: object) -> float:
     if time_limit is None:
         return math.inf
     return check_positive(time_limit, "time_limit", allow_zero=True)
+
+
+# --------------------------------------------------------------------------- polytopes
+class _Polytope:
+    """The output set {y : C y <= d}, checked; `coordinate_bounds` and `violation`."""
+
+    def __init__(self, C: object, d: object, n_out: int):
+        C = as_float_array(C, "C")
+        d = as_float_array(d, "d")
+        if C.ndim != 2 or C.shape[1] != n_out or C.shape[0] < 1:
+            raise InputError(f"C must be a matrix (m, {n_out}) with m >= 1 rows over the "
+                             f"network's {n_out} outputs; got shape {C.shape}")
+        if d.shape != (C.shape[0],):
+            raise InputError(f"d must have shape ({C.shape[0]},), one bound per row of C; got "
+                             f"shape {d.shape}")
+        check_finite(C, "C")
+        check_finite(d, "d")
+        self.C, self.d = C, d
+
+    def coordinate_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) on y that the rows with a single nonzero entry state (+-inf elsewhere)."""
+        n = self.C.shape[1]
+        lo, hi = np.full(n, -np.inf), np.full(n, np.inf)
+        for row, bound in zip(self.C, self.d, strict=True):
+            (nonzero,) = np.nonzero(row)
+            if len(nonzero) == 1:
+                j = nonzero[0]
+                if row[j] > 0:
+                    hi[j] = min(hi[j], bound / row[j])
+                else:
+                    lo[j] = max(lo[j], bound / row[j])
+        return lo, hi
+
+    def violation(self, y: np.ndarray) -> float:
+        """max_i (C y - d)_i: <= 0 inside the polytope."""
+        return float(np.max(self.C @ y - self.d))
+
+    def slack(self, y: np.ndarray) -> np.ndarray:
+        """The verification slack of each row: VERIFY_SLACK times the size of its terms."""
+        return VERIFY_SLACK * (1.0 + np.abs(self.d) + np.abs(self.C) @ np.abs(y))
+
+
+def linf_polytope(x: object, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """(C, d) of the l_inf ball ||y - x||_inf <= tol: C = [I; -I], d = [x + tol; tol - x].
+
+    `preimage_polytope(net, *linf_polytope(x, tol))` asks what `preimage(net, x, tol)` asks.
+    """
+    x = as_float_array(x, "x")
+    if x.ndim != 1:
+        raise InputError(f"x must be a vector; got shape {x.shape}")
+    tol = check_positive(tol, "tol", allow_zero=True)
+    eye = np.eye(len(x))
+    return np.vstack([eye, -eye]), np.concatenate([x + tol, tol - x])
 
 
 # --------------------------------------------------------------------------- bounds
@@ -225,13 +290,15 @@ class _Model:
                             None if relaxed else np.concatenate(self.integer))
 
 
-def _build(net: Network, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, objective: str,
+def _build(net: Network, lo: np.ndarray, hi: np.ndarray, x: Any, objective: str,
            radius: float = math.inf) -> tuple[_Model, bool]:
-    """The MILP; objective 'preimage' (min t, t <= radius = tol), 'linf' or 'l1'.
+    """The MILP; objective 'preimage' (min t, t <= radius = tol), 'linf', 'l1' or 'polytope'.
 
     Every output is confined to [x_j - radius, x_j + radius], which shrinks the last layer's
     ranges: for 'preimage' radius is tol, for `closest` the distance of a known point (the
-    optimum is no farther, in l_inf or l_1, and ||.||_inf <= ||.||_1).
+    optimum is no farther, in l_inf or l_1, and ||.||_inf <= ||.||_1). For 'polytope' x is a
+    `_Polytope` (C, d): rows C y - t <= d with t <= 0 (min t, the largest violation), and the
+    single-coordinate rows of C confine the outputs the same way.
     Returns the model and whether it is infeasible on its face (a last-layer range that the
     outputs' bands and the box's interval bounds leave empty).
     """
@@ -244,9 +311,10 @@ def _build(net: Network, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, objectiv
         kink = act.kink  # u = p + q, act(u) = above * p + below * q (activations.Kink)
         low, high = _propagate(layer, h_lo, h_hi)
         tightened = np.zeros(layer.n_out, dtype=bool)
-        if index == last and math.isfinite(radius):
-            # The output rows force act(u) into [x - radius, x + radius]: invert that interval.
-            need_lo, need_hi = kink.preimage(x - radius, x + radius)
+        out_bounds = _output_bounds(x, objective, radius) if index == last else None
+        if out_bounds is not None:
+            # The output rows force act(u) into [out_lo, out_hi]: invert that interval.
+            need_lo, need_hi = kink.preimage(*out_bounds)
             if np.any(need_hi < need_lo) or np.any(need_hi < low) or np.any(need_lo > high):
                 return model, True
             tightened = (need_lo > low) | (need_hi < high)
@@ -294,6 +362,14 @@ def _build(net: Network, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, objectiv
         h_cols, h_lo, h_hi = y_cols, y_lo, y_hi
 
     n_out = net.output_dim
+    if objective == "polytope":
+        t_col = model.add_cols(np.full(1, -np.inf), np.zeros(1), cost=1.0)
+        C, d = x.C, x.d
+        for i in range(len(d)):  # C_i y - t <= d_i
+            model.add_row(np.concatenate([h_cols, t_col]), np.concatenate([C[i], [-1.0]]),
+                          -np.inf, d[i])
+        model.layers.append({"t": t_col})
+        return model, False
     if objective == "l1":
         t_cols = model.add_cols(np.zeros(n_out), np.full(n_out, radius), cost=1.0)
         if math.isfinite(radius):
@@ -305,6 +381,16 @@ def _build(net: Network, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, objectiv
         model.add_row([h_cols[j], t_cols[j]], [1.0, 1.0], x[j], np.inf)    # y + t >= x
     model.layers.append({"t": np.unique(t_cols)})
     return model, False
+
+
+def _output_bounds(x: Any, objective: str, radius: float
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Bounds on the outputs that the objective's rows imply (None: none)."""
+    if objective == "polytope":
+        return x.coordinate_bounds()
+    if math.isfinite(radius):
+        return x - radius, x + radius
+    return None
 
 
 def _sparse_row(matrix: sp.csr_array, j: int) -> tuple[np.ndarray, np.ndarray]:
@@ -327,14 +413,18 @@ def _assignment(model: _Model, net: Network, z: np.ndarray, x: np.ndarray,
         values[cols["p"]] = np.maximum(u[k], 0.0)
         values[cols["q"]] = np.minimum(u[k], 0.0)
         values[cols["d"]] = (u[k] > 0).astype(np.float64)
+    if objective == "polytope":
+        values[model.layers[-1]["t"]] = x.violation(h)
+        return values
     gap = np.abs(h - x)
     values[model.layers[-1]["t"]] = gap if objective == "l1" else gap.max()
     return values
 
 
 def _solve(model: _Model, time_limit: float, *, first_feasible: bool,
-           rel_gap: float = 1e-4, abs_gap: float = 1e-6, start: np.ndarray | None = None):
-    """Run HiGHS; returns (status name, column values or None, dual bound)."""
+           rel_gap: float = 1e-4, abs_gap: float = 1e-6, start: np.ndarray | None = None,
+           floor: float = 0.0):
+    """Run HiGHS; returns (status name, column values or None, dual bound >= floor)."""
     options: dict[str, Any] = {"random_seed": 0}
     if math.isfinite(time_limit):
         options["time_limit"] = float(time_limit)
@@ -360,8 +450,8 @@ def _solve(model: _Model, time_limit: float, *, first_feasible: bool,
     if name == "infeasible":
         bound = math.inf
     elif not math.isfinite(bound) or name == "solver_error":
-        bound = 0.0
-    return name, values, max(bound, 0.0)
+        bound = floor
+    return name, values, max(bound, floor)
 
 
 def _tighten_box(net: Network, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, objective: str,
@@ -453,21 +543,25 @@ def _region(net: Network, z: np.ndarray, pattern: list | None = None
 def _fit_lp(A: np.ndarray, c: np.ndarray, x: np.ndarray, norm: str, lo: np.ndarray,
             hi: np.ndarray, S: np.ndarray | None = None, r: np.ndarray | None = None
             ) -> np.ndarray | None:
-    """argmin over lo <= z <= hi (and S z <= r) of ||A z + c - x|| (linf or l1), by HiGHS."""
+    """argmin over lo <= z <= hi (and S z <= r) of ||A z + c - x|| (linf or l1), by HiGHS;
+    for norm 'polytope' (x a `_Polytope`) of the largest violation max_i (C (A z + c) - d)_i."""
+    if norm == "polytope":
+        A, c, x, norm = x.C @ A, x.C @ c, x.d, "max"
     n, k = A.shape
     n_t = n if norm == "l1" else 1
     T = np.zeros((n, n_t))
     T[np.arange(n), np.arange(n) if norm == "l1" else 0] = 1.0
-    # -inf <= A z - t <= x - c  and  x - c <= A z + t <= inf
-    blocks = [np.hstack([A, -T]), np.hstack([A, T])]
-    row_lo = [np.full(n, -np.inf), x - c]
-    row_hi = [x - c, np.full(n, np.inf)]
+    # -inf <= A z - t <= x - c  and  x - c <= A z + t <= inf ('max': the first rows only)
+    blocks = [np.hstack([A, -T]), np.hstack([A, T])][: 1 if norm == "max" else 2]
+    row_lo = [np.full(n, -np.inf), x - c][: len(blocks)]
+    row_hi = [x - c, np.full(n, np.inf)][: len(blocks)]
     if S is not None and len(S):
         blocks.append(np.hstack([S, np.zeros((len(S), n_t))]))
         row_lo.append(np.full(len(S), -np.inf))
         row_hi.append(r)
+    t_low = -np.inf if norm == "max" else 0.0  # a violation may be negative, a norm not
     lp = _highs.model(np.concatenate([np.zeros(k), np.ones(n_t)]),
-                      np.concatenate([lo, np.zeros(n_t)]),
+                      np.concatenate([lo, np.full(n_t, t_low)]),
                       np.concatenate([hi, np.full(n_t, np.inf)]),
                       sp.csc_matrix(np.vstack(blocks)), np.concatenate(row_lo),
                       np.concatenate(row_hi))
@@ -515,7 +609,10 @@ def _binaries(model: _Model, values: np.ndarray) -> list:
     return [(cols["unstable"], values[cols["d"]]) for cols in model.layers[:-1]]
 
 
-def _distance(net: Network, z: np.ndarray, x: np.ndarray, norm: str) -> float:
+def _distance(net: Network, z: np.ndarray, x: Any, norm: str) -> float:
+    """||G(z) - x|| in the norm; for 'polytope' (x a `_Polytope`) the largest violation."""
+    if norm == "polytope":
+        return x.violation(net.forward(z))
     gap = np.abs(net.forward(z) - x)
     return float(gap.sum() if norm == "l1" else gap.max())
 
@@ -656,6 +753,110 @@ def preimage(net: Network, x: object, tol: float = 1e-6, time_limit: float | Non
     if status == "optimal":  # optimal without a solution: should not happen
         status = "solver_error"
     return PreimageResult(None, None, math.inf, min(bound, tol), status, seconds, n_binaries)
+
+
+def preimage_polytope(net: Network, C: object, d: object, time_limit: float | None = None, *,
+                      box: object = None, tighten: bool = True,
+                      search: bool = True) -> PreimageResult:
+    """Decide whether some z in the box has C G(z) <= d (a mixed-integer program).
+
+    The general pre-image question: the outputs in a polytope rather than an l_inf ball
+    (`linf_polytope(x, tol)` gives the ball, C = [I; -I], d = [x + tol; tol - x]); a VNN-LIB
+    property's conjunction of output constraints is one such (C, d) (`layerinv.vnnlib`).
+
+    Parameters
+    ----------
+    net, time_limit, box, tighten : as in `preimage`.
+    C : array (m, n), d : array (m,)
+        The output constraints C y <= d (m >= 1 rows over the n outputs, finite).
+    search : bool
+        Local search first (as in `preimage`), from the box centre and, where the rows of C
+        bound every output coordinate, the layer-wise LP's answer for the centre of those
+        bounds.
+
+    Returns
+    -------
+    PreimageResult
+        As for `preimage`, with two fields measured on the polytope: `residual` is the largest
+        violation max_i (C G(z) - d)_i of the witness by a float64 forward pass (<= 0 inside),
+        and `bound` HiGHS's lower bound on the smallest largest violation over the box (the
+        search stops at the first point with violation <= 0: +inf when exists is False, at
+        most 0 otherwise). A witness is accepted when every row has
+        (C G(z) - d)_i <= VERIFY_SLACK * (1 + |d_i| + |C_i| . |G(z)|), the size of its terms.
+        exists=False rests on HiGHS's proof of infeasibility in the box, as for `preimage`
+        (with a `BoxWarning` for the default box; none when rows of C alone put an output
+        outside the last activation's range, which no z reaches).
+    """
+    started = time.perf_counter()
+    net = _check_net(net)
+    spec = _Polytope(C, d, net.output_dim)
+    limit = _check_time_limit(time_limit)
+    lo, hi, defaulted = _check_box(box, net.input_dim)
+    deadline = started + limit
+
+    def answer(exists: bool | None, z: np.ndarray | None, status: str, bound: float,
+               n_binaries: int) -> PreimageResult:
+        residual = math.inf if z is None else spec.violation(net.forward(z))
+        return PreimageResult(exists, z, residual, bound, status, time.perf_counter() - started,
+                              n_binaries)
+
+    out_lo, out_hi = spec.coordinate_bounds()
+    act = net.layers[-1].activation
+    if np.any(out_hi < act.output_low) or np.any(out_lo > act.output_high):
+        return answer(False, None, "infeasible", math.inf, 0)  # no z anywhere: no warning
+    if search:
+        for z in _polytope_starts(net, out_lo, out_hi, lo, hi):
+            z = _local_search(net, z, lo, hi, spec, "polytope", deadline, stop_below=0.0)
+            if _fits(net, z, spec):
+                model, _ = _build(net, lo, hi, spec, "polytope")
+                _warn_boundary(z, lo, hi, "the witness")
+                return answer(True, z, "feasible", min(spec.violation(net.forward(z)), 0.0),
+                              model.n_binaries)
+    t_lo, t_hi, empty = lo, hi, False
+    if tighten:
+        t_lo, t_hi, empty = _tighten_box(net, lo, hi, spec, "polytope", math.inf, deadline)
+    if not empty:
+        model, empty = _build(net, t_lo, t_hi, spec, "polytope")
+    if empty:
+        if defaulted:
+            _warn_default_box()
+        return answer(False, None, "infeasible", math.inf, 0)
+    status, values, bound = _solve(model, max(deadline - time.perf_counter(), 0.0),
+                                   first_feasible=True, floor=-math.inf)
+    if values is not None:
+        z_milp = np.clip(values[: net.input_dim], lo, hi)
+        candidates = [z_milp]
+        # The most interior point of the solution's linear region (an LP in z alone).
+        z_pol = _polish(net, z_milp, _binaries(model, values), lo, hi, spec, "polytope")
+        if z_pol is not None:
+            candidates.append(z_pol)
+        best = min(candidates, key=lambda z: spec.violation(net.forward(z)))
+        if _fits(net, best, spec):
+            _warn_boundary(best, lo, hi, "the witness")
+            return answer(True, best, "feasible", min(bound, 0.0), model.n_binaries)
+        # HiGHS's point fits only within its own tolerances: neither True nor False is proven.
+        return answer(None, best, "numerical_error", min(bound, 0.0), model.n_binaries)
+    if status == "infeasible":
+        if defaulted:
+            _warn_default_box()
+        return answer(False, None, "infeasible", math.inf, model.n_binaries)
+    if status == "optimal":  # optimal without a solution: should not happen
+        status = "solver_error"
+    return answer(None, None, status, min(bound, 0.0), model.n_binaries)
+
+
+def _fits(net: Network, z: np.ndarray, spec: _Polytope) -> bool:
+    """Whether a float64 forward pass puts G(z) in the polytope, row by row within slack."""
+    y = net.forward(z)
+    return bool(np.all(spec.C @ y - spec.d <= spec.slack(y)))
+
+
+def _polytope_starts(net: Network, out_lo: np.ndarray, out_hi: np.ndarray, lo: np.ndarray,
+                     hi: np.ndarray) -> list[np.ndarray]:
+    """The box centre, and the layer-wise LP's answer for the centre of the output bounds."""
+    if np.all(np.isfinite(out_lo)) and np.all(np.isfinite(out_hi)):
+        return _default_starts(net, 0.5 * (out_lo + out_hi), lo, hi, "linf")
+    return [0.5 * (lo + hi)]
 
 
 def closest(net: Network, x: object, norm: str = "linf", *, box: object = None,
