@@ -1,6 +1,6 @@
 """Regenerate the tables (and their figures) in docs/: every table there names this command.
 
-    python scripts/docs_tables.py sensing              # docs/sensing.md, about 15 min on 2 cores
+    python scripts/docs_tables.py sensing              # docs/sensing.md, about 35 min on 2 cores
     python scripts/docs_tables.py mnist-generators     # docs/mnist.md, the shipped decoders
     python scripts/docs_tables.py mnist-relu           # docs/mnist.md, 'relu' results
     python scripts/docs_tables.py mnist-leaky          # docs/mnist.md, 'leaky_relu' results
@@ -169,7 +169,8 @@ def mnist_generators_table() -> str:
 TABLES: dict[str, tuple[Path, Callable[[], str], str]] = {
     "sensing": (DOCS / "sensing.md", sensing_table,
                 "sensing.run(('mnist', 'random'), ms=(10, 20, 30, 50, 100, 200, 400), "
-                "instances=20, seed=0); also docs/figures/sensing.png"),
+                "instances=20, seed=0), every method of sensing.METHODS (pgd, pgd-plain, "
+                "pgd-pattern, pattern, gd, lstsq); also docs/figures/sensing.png"),
     "mnist-generators": (DOCS / "mnist.md", mnist_generators_table,
                          "the training records in src/layerinv/data/*.json, and measured: "
                          "active latent dimensions, 100 noise-free LP inversions, file sizes"),
