@@ -385,12 +385,12 @@ def verdict(rows: list[dict[str, Any]]) -> str:
                     clauses.append(f"gradient descent: {not_run()}")
                 continue
             good = sorted(r["m"] for r in rows_m if r["median"] < SUCCESS)
-            clauses.append(f"{label}'s median error is below {SUCCESS:g} from m = {good[0]}"
-                           if good else
-                           f"{label}'s median error is below {SUCCESS:g} at none of "
-                           f"m = {', '.join(str(r['m']) for r in rows_m)}")
+            clauses.append(f"from m = {good[0]} for {label}" if good else
+                           f"at none of m = {', '.join(str(r['m']) for r in rows_m)} for "
+                           f"{label}")
         if clauses:
-            parts.append(f"on the {network} net " + " and ".join(clauses))
+            parts.append(f"on the {network} net the median error is below {SUCCESS:g} "
+                         + ", ".join(clauses))
     if not parts:
         return "No sensing rows recorded yet."
     exact = [r for r in table if r["method"] == "pgd" and r["median"] < 1e-10]
