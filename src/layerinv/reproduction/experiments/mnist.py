@@ -787,7 +787,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
                         r["method"]) == (*setting, method) for r in rows):
                 generator, task, source, variance = setting
                 table += (f"\n| {generator} | {task} | {source} | {variance:g} | {method} | 0 "
-                          f"| {not_run()} |  |  |  |  |")
+                          f"| {not_run()} |  |  |  |  |  |")
     table += ("\n\nThe objective is what the gradient methods and the pattern method minimise,"
               " the mean square fit over the observed pixels + the row's prior ||z||^2 (MAP "
               "prior: noise variance / 784; none on the noise-free tasks).")
