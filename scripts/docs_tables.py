@@ -1,6 +1,6 @@
 """Regenerate the tables (and their figures) in docs/: every table there names this command.
 
-    python scripts/docs_tables.py sensing              # docs/sensing.md, about 15 min on 2 cores
+    python scripts/docs_tables.py sensing              # docs/sensing.md, about 20 min on 2 cores
     python scripts/docs_tables.py mnist-generators     # docs/mnist.md, the shipped decoders
     python scripts/docs_tables.py mnist-relu           # docs/mnist.md, 'relu' results
     python scripts/docs_tables.py mnist-leaky          # docs/mnist.md, 'leaky_relu' results
@@ -23,7 +23,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -57,22 +56,13 @@ def sensing_table() -> str:
     return sensing.format_markdown(sensing.summarise(rows))
 
 
-def _mnist_run(kind: str, task: str, source: str, variance: float, n: int) -> Any:
-    from layerinv.reproduction.experiments import mnist
-
-    if task == "denoise":
-        return mnist.denoise_run(kind, n=n, source=source, variance=variance, seed=MNIST_SEED)
-    mask = task.split("-", 1)[1]
-    return mnist.inpaint_run(kind, n=n, mask=mask, variance=variance, source=source,
-                             seed=MNIST_SEED)
-
-
 def _mnist_results(kind: str, tasks: tuple[tuple[str, str, float], ...]) -> str:
     from layerinv.reproduction.experiments import mnist
 
     rows = []
     for task, source, variance in tasks:
-        run = _mnist_run(kind, task, source, variance, MNIST_INSTANCES)
+        run = mnist.grid_run(kind, task, source=source, variance=variance, n=MNIST_INSTANCES,
+                             seed=MNIST_SEED)
         name = f"mnist_{kind}_{task.replace('-', '_')}_{source}_var{variance:g}.png"
         mnist.figure_grid(run, FIGURES / name, title=mnist._title(run.rows[0]))
         rows += run.rows
@@ -90,13 +80,16 @@ def mnist_leaky_table() -> str:
 def mnist_sweep_table() -> str:
     from layerinv.reproduction.experiments import mnist
 
-    lines = ["| noise std (variance) | " + " | ".join(mnist.METHODS) + " |",
-             "|---|" + "---|" * len(mnist.METHODS)]
+    names = [mnist.label(method, prior, 0.3) for method, prior in mnist.grid_methods(0.3)]
+    lines = ["| noise std (variance) | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
     for std in SWEEP_STDS:
-        rows = mnist.denoise("relu", n=SWEEP_INSTANCES, variance=std**2, seed=MNIST_SEED)
+        rows = mnist.grid_run("relu", "denoise", variance=std**2, n=SWEEP_INSTANCES,
+                              seed=MNIST_SEED).rows
         cells = []
-        for method in mnist.METHODS:
-            mine = [r for r in rows if r["method"] == method]
+        for name in names:
+            mine = [r for r in rows if mnist.row_label(r) == name]
+            assert mine, name  # every std has the same methods, the MAP prior its own
             psnr = float(np.median([r["psnr"] for r in mine]))
             error = float(np.median([r["latent_error"] for r in mine]))
             cells.append(f"{psnr:.1f} dB / {error:.2g}")
@@ -169,17 +162,21 @@ def mnist_generators_table() -> str:
 TABLES: dict[str, tuple[Path, Callable[[], str], str]] = {
     "sensing": (DOCS / "sensing.md", sensing_table,
                 "sensing.run(('mnist', 'random'), ms=(10, 20, 30, 50, 100, 200, 400), "
-                "instances=20, seed=0); also docs/figures/sensing.png"),
+                "instances=20, seed=0), every method of sensing.METHODS (pgd, pgd-plain, "
+                "pgd-pattern, pattern, gd, lstsq); also docs/figures/sensing.png"),
     "mnist-generators": (DOCS / "mnist.md", mnist_generators_table,
                          "the training records in src/layerinv/data/*.json, and measured: "
                          "active latent dimensions, 100 noise-free LP inversions, file sizes"),
     "mnist-relu": (DOCS / "mnist.md", mnist_relu_table,
-                   "mnist.denoise_run / inpaint_run('relu', n=100, seed=0) for the 8 tasks of "
-                   "RELU_TASKS; also their docs/figures/mnist_relu_*_var*.png"),
+                   "mnist.grid_run('relu', task, n=100, seed=0) (the registry grid's methods: "
+                   "mnist.METHODS with prior 0, pattern with the MAP prior, and gd with it "
+                   "under noise) for the 8 tasks of RELU_TASKS; also their "
+                   "docs/figures/mnist_relu_*_var*.png"),
     "mnist-leaky": (DOCS / "mnist.md", mnist_leaky_table,
                     "the same for 'leaky_relu' and the 2 tasks of LEAKY_TASKS"),
     "mnist-sweep": (DOCS / "mnist.md", mnist_sweep_table,
-                    "mnist.denoise('relu', n=20, variance=std**2, seed=0) for each std"),
+                    "mnist.grid_run('relu', 'denoise', variance=std**2, n=20, seed=0) for "
+                    "each std (the MAP prior is std**2 / 784)"),
 }
 
 

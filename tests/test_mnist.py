@@ -18,6 +18,7 @@ import pytest
 
 import layerinv
 from layerinv.datasets import DatasetFileError, load_mnist
+from layerinv.errors import InputError
 from layerinv.pretrained import (
     Encoder,
     mnist_digits,
@@ -337,3 +338,21 @@ def test_mnist_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| relu | inpaint-block | gaussian | 0.3 | linf | 2 |" in out
     assert rows.read_text().count("\n") == 5 and figure.exists()
+
+
+def test_grid_run_runs_the_registry_grids_methods_with_their_priors():
+    pytest.importorskip("torch")
+    prior = experiments.prior_for(0.3)
+    assert experiments.grid_methods(0.0) == [*((m, 0.0) for m in experiments.METHODS),
+                                             ("pattern", 0.0)]
+    assert experiments.grid_methods(0.3)[-2:] == [("gd", prior), ("pattern", prior)]
+    run = experiments.grid_run("relu", "denoise", variance=0.3, n=1, progress=False)
+    assert list(run.estimates) == [*experiments.METHODS, "gd (MAP prior)",
+                                   "pattern (MAP prior)"]
+    by = {experiments.row_label(r): r for r in run.rows}
+    assert by["gd (MAP prior)"]["prior"] == prior and by["gd"]["prior"] == 0.0
+    assert by["gd (MAP prior)"]["latent_error"] != by["gd"]["latent_error"]
+    with pytest.raises(InputError, match="task must be one of"):
+        experiments.grid_run("relu", "deblur")
+    assert experiments.label("gd", 1e-3, 0.3) == "gd (prior 0.001)"
+    assert experiments.label_method("pattern (MAP prior)") == "pattern"

@@ -37,7 +37,7 @@ from layerinv.reproduction.store import (
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE_TRIALS = 2
-NOISE_TOTAL = 2 * 2 * 6 * 2 * NOISE_TRIALS  # networks x noises x levels x methods x trials
+NOISE_TOTAL = len(noise.grid(True, NOISE_TRIALS))  # its shape: test_registry_grids_...
 
 
 def stored(path) -> dict:
@@ -84,13 +84,15 @@ def test_quick_run_writes_rows_report_and_figures(reference):
         assert len(rows) == NOISE_TOTAL
         row = rows[0]
         assert {"rel_error", "linf_error", "eps", "status", "seconds"} <= set(row.metrics)
-        assert row.method in ("linf", "l1") and row.seed == noise.SEED and row.seconds > 0
+        assert row.method in noise.METHODS and row.seed == noise.SEED and row.seconds > 0
+        assert {r.method for r in rows} == {"linf", "l1", "pattern"}
         assert row.versions["numpy"] and row.versions["layerinv"]
         assert row.versions["scheduler"] == "local"
     report = base / "report" / "REPORT.md"
     markdown = report.read_text()
     assert "Recovery error against noise" in markdown and "**Paper.**" in markdown
     assert "**Verdict.** We " in markdown and "Machine and versions" in markdown
+    assert "| pattern |" in markdown and "The pattern method (l2 fit" in markdown
     figures = sorted((base / "report" / "figures").glob("*.png"))
     assert [f.name for f in figures] == ["noise_linf_theorem.png", "noise_relative_error.png"]
     for figure in figures:
@@ -259,7 +261,23 @@ def test_registry_grids_are_json_unique_and_quick_is_part_of_full():
     svk = success_vs_k.grid(False, None)
     assert len(svk) == 2 * 25 * 3 * 200
     assert {p["k"] for p in svk} == set(range(10, 251, 10))
-    assert len(noise.grid(False, None)) == 2 * 2 * 6 * 2 * 200
+    assert len(noise.grid(False, None)) == len(noise.NETWORKS) * len(noise.NOISES) * len(
+        noise.LEVELS) * len(noise.METHODS) * noise.TRIALS == 2 * 2 * 6 * 3 * 200
+    assert len(noise.grid(True, NOISE_TRIALS)) == 2 * 2 * 6 * 3 * NOISE_TRIALS
+    assert {p["method"] for p in noise.grid(True, None)} == {"linf", "l1", "pattern"}
+    assert {p["method"] for p in sensing.grid(True, None)} >= {"pgd-pattern", "pattern", "gd"}
+    assert {p["method"] for p in sensing.grid(False, None)} == set(sensing.METHODS)
+    # MNIST: each task's prior-0 methods, pattern with the MAP prior of the task's noise, and
+    # gradient descent with that same prior where there is noise (the same loss and prior).
+    for quick in (True, False):
+        cells = {}
+        for p in mnist.grid(quick, None):
+            cells.setdefault((p["task"], p["generator"], p["source"], p["instance"]),
+                             []).append((p["method"], p.get("prior", 0.0)))
+        for (task, *_), methods in cells.items():
+            prior = mnist.prior_for(0.3) if task == "denoise" else 0.0
+            assert methods == [*((m, 0.0) for m in mnist.METHODS),
+                               *((("gd", prior),) if prior else ()), ("pattern", prior)], task
     assert {p["net"] for p in timing.grid(True, 1)} == {*(f"k={k}" for k in timing.K_VALUES),
                                                          "mnist"}
     with pytest.raises(InputError, match="experiment must be one of"):
@@ -335,7 +353,13 @@ def test_every_experiment_follows_the_one_convention():
 
 # The trial keys of the grids as the adapters of layerinv 0.x (before the experiments were all
 # modules) stored them: sha256 of the sorted keys, first 16 hex digits. A results file written
-# then must resume, so these must never change.
+# then must resume, so these must never change: they are the digests of the grids' trials of
+# the methods those files had (`OLD_TRIALS`; the pattern methods came later, new keys).
+OLD_TRIALS = {
+    "noise": lambda p: p["method"] in ("linf", "l1"),
+    "sensing": lambda p: p["method"] in ("pgd", "pgd-plain", "gd", "lstsq"),
+    "mnist": lambda p: "prior" not in p,
+}
 STORED_KEYS = {
     ("success-vs-k", True): "7bd3ad2def815f2f", ("success-vs-k", False): "2910a74492ae75b4",
     ("noise", True): "625966bcbdd52f50", ("noise", False): "e1476be1cb46f473",
@@ -345,11 +369,30 @@ STORED_KEYS = {
 }
 
 
+# The same digests of the whole grids since the pattern methods joined them (issue 13), so
+# that a change of any trial key is deliberate: update a digest only with a commit that says
+# which keys changed and why.
+GRID_KEYS = {
+    ("success-vs-k", True): "7bd3ad2def815f2f", ("success-vs-k", False): "2910a74492ae75b4",
+    ("noise", True): "70690bc92bc78e03", ("noise", False): "aef7d572554487b9",
+    ("mnist", True): "694c3e4bad3dc649", ("mnist", False): "1000dba7fd7b124e",
+    ("sensing", True): "61f952a863a5782f", ("sensing", False): "e079c0b92dd0fe1f",
+    ("timing", True): "6419510c21d49d10", ("timing", False): "803f27c9dc553241",
+}
+
+
+def keys_digest(params: list[dict]) -> str:
+    keys = sorted(trial_key(p) for p in params)
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+
+
 def test_grids_keep_the_trial_keys_of_stored_results_files():
     for (name, quick), digest in STORED_KEYS.items():
-        keys = sorted(trial_key(p) for p in load_experiment(name).grid(quick, None))
-        assert hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16] == digest, \
-            (name, quick)
+        trials = load_experiment(name).grid(quick, None)
+        old = [p for p in trials if OLD_TRIALS.get(name, lambda p: True)(p)]
+        assert keys_digest(old) == digest, (name, quick)
+    for (name, quick), digest in GRID_KEYS.items():
+        assert keys_digest(load_experiment(name).grid(quick, None)) == digest, (name, quick)
 
 
 def test_resolve_all_names_every_registered_experiment():
@@ -412,6 +455,68 @@ def test_mnist_verdict_explains_from_the_rows_not_from_a_fixed_setting():
     assert "least squares" not in sentence and "small-noise regime" not in sentence
     ahead = mnist.verdict(mnist_rows(0.0, 250.0, 50.0, ["optimal"] * 4))
     assert "ahead on denoise (an exact fit of G(z*)" in ahead and "local minimum" not in ahead
+
+
+def test_mnist_sets_the_pattern_method_beside_gradient_descent_on_the_same_prior(tmp_path):
+    prior = mnist.prior_for(0.3)
+    rows = []
+    for i in range(3):
+        for method, p, psnr, objective in (("linf", 0.0, 9.0, 0.45), ("gd", 0.0, 20.0, 0.29),
+                                           ("gd", prior, 23.0, 0.31),
+                                           ("pattern", prior, 24.0, 0.30 + 0.02 * (i == 2))):
+            rows.append({"generator": "relu", "task": "denoise", "source": "gaussian",
+                         "noise_variance": 0.3, "method": method, "prior": p, "instance": i,
+                         "latent_error": 1.0, "psnr": psnr, "psnr_digit": None,
+                         "objective": objective, "seconds": 0.01, "status": "optimal"})
+    sentence = mnist.verdict(rows)
+    assert "denoise (relu, z* gaussian): LP 9.0 dB, GD 20.0 dB" in sentence  # prior-0 GD
+    assert "denoise (relu, z* gaussian, MAP prior): pattern 24.0 dB, GD 23.0 dB, pattern's " \
+           "objective no higher on 2 of 3" in sentence
+    table = mnist.summary(rows)
+    assert "| 0.3 | gd | 3 |" in table and "| 0.3 | gd (MAP prior) | 3 |" in table
+    assert "| 0.3 | pattern (MAP prior) | 3 |" in table and "| 0.31 |" in table
+    assert table.index("| gd |") < table.index("| gd (MAP prior) |") < table.index(
+        "| pattern (MAP prior) |")
+    # Rows stored before the prior existed have none: prior 0, the plain method's row.
+    old = [{k: v for k, v in r.items() if k not in ("prior", "objective")} for r in rows
+           if r["prior"] == 0]
+    assert "| 0.3 | gd | 3 |" in mnist.summary(old) and "pattern" not in mnist.verdict(old)
+    assert mnist.figure_rows(["linf", "l1", "gd", "gd (MAP prior)", "pattern (MAP prior)"],
+                             mnist.FIGURE_METHODS) == ["linf", "gd", "gd (MAP prior)",
+                                                       "pattern (MAP prior)"]
+    assert mnist.figure_rows(["gd", "gd (MAP prior)"], ["gd (MAP prior)"]) == ["gd (MAP prior)"]
+
+
+def test_an_mnist_trial_runs_with_its_prior():
+    prior = mnist.prior_for(0.3)
+    trial = next(p for p in mnist.grid(True, None) if p["method"] == "pattern"
+                 and p["task"] == "denoise" and p["instance"] == 0)
+    assert trial["prior"] == prior
+    got = mnist.run_trial(trial)
+    alone = mnist.denoise_run(n=1, methods=["pattern"], prior=prior, seed=mnist.SEED,
+                              progress=False).rows[0]
+    plain = mnist.denoise_run(n=1, methods=["pattern"], seed=mnist.SEED, progress=False).rows[0]
+    assert got["objective"] == alone["objective"] and got["psnr"] == alone["psnr"]
+    assert got["latent_error"] != plain["latent_error"]
+
+
+def test_noise_and_sensing_verdicts_name_the_pattern_methods():
+    rows = [{"network": "random", "noise": "uniform", "level": level, "method": method,
+             "instance": i, "rel_error": level * {"pattern": 0.5, "l1": 2.0}.get(method, 1.0),
+             "rel_noise": level, "linf_error": level, "eps": level, "depth": 2,
+             "status": "optimal", "seconds": 0.01}
+            for level in (1e-4, 1e-3, 1e-2) for i in range(2) for method in noise.METHODS]
+    sentence = noise.verdict(rows)
+    assert "The pattern method (l2 fit of the whole network) grows with slope 1.00 to 1.00; " \
+           "its error is a median 0.5 times the l_inf LP's on the same 6 runs (lower on 6)" \
+           in sentence
+    assert "| random | uniform | pattern | 2 |" in noise.summary(rows)
+    rows = [{"network": "random", "m": m, "method": method, "instance": 0, "seconds": 0.1,
+             "rel_error": 1e-15 if m == 100 or method == "pattern" else 0.5}
+            for m in (50, 100) for method in ("pgd", "pgd-pattern", "pattern", "gd")]
+    assert "on the random net the median error is below 0.001 from m = 100 for LP-PGD, from " \
+           "m = 100 for PGD with the pattern projection, from m = 50 for the pattern method, " \
+           "from m = 100 for gradient descent" in sensing.verdict(rows)
 
 
 def test_sensing_and_timing_verdicts_carry_no_fixed_explanations():
@@ -500,12 +605,14 @@ def test_timing_trials_run_last_and_alone(tmp_path):
     text = io.StringIO()
     result = run_experiments(["timing", "noise"], trials=2, workers=2, db=tmp_path / "t.sqlite",
                              out=None, select=few, stream=text)
-    assert result.computed == 4 + 8 and not result.failed
+    noisy = sum(few("noise", p) for p in noise.grid(False, 2))  # 2 noises x 2 x methods
+    assert noisy == 2 * 2 * len(noise.METHODS)
+    assert result.computed == 4 + noisy and not result.failed
     assert "timing: its 4 trials run last, one at a time in this process" in text.getvalue()
     with ResultsStore(tmp_path / "t.sqlite", create=False) as store:
         order = [row.experiment for row in store.rows()]
         timed = store.rows("timing")
-    assert order == ["noise"] * 8 + ["timing"] * 4
+    assert order == ["noise"] * noisy + ["timing"] * 4
     assert {row.versions["workers"] for row in timed} == {1}
 
 
@@ -631,8 +738,9 @@ def test_every_docs_table_is_regenerated_by_a_named_command_and_matches_its_grid
                               ("mnist-leaky", "leaky_relu", script.LEAKY_TASKS)):
         body = found[name][2:]
         assert {(r[0], r[1], r[2], float(r[3]), r[4]) for r in body} == {
-            (kind, task, source, variance, method) for task, source, variance in tasks
-            for method in mnist.METHODS}
+            (kind, task, source, variance, mnist.label(method, prior, variance))
+            for task, source, variance in tasks
+            for method, prior in mnist.grid_methods(variance)}
         assert {int(r[5]) for r in body} == {script.MNIST_INSTANCES}
     text = (ROOT / "docs" / "sensing.md").read_text()
     assert "`layerinv reproduce sensing` runs the same grid" not in text

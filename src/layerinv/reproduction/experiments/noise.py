@@ -6,7 +6,10 @@ afresh for every instance, and 'mnist', the shipped MNIST generator (20 x 60 x 7
 Noise: 'uniform' (i.i.d. U[-1, 1]) or 'gaussian' (i.i.d. N(0, 1)) directions, scaled so that
 the **relative noise** ||e||_2 / ||G(z*)||_2 equals the level exactly, levels 1e-6 ... 1e-1.
 Methods: the l_inf LP (eq. 5) and the l_1 LP (eq. 6), no noise bound given (noise=None), the
-paper's layer-wise pipeline alone (joint=False).
+paper's layer-wise pipeline alone (joint=False); and, beside them (issue 13, new trial keys),
+'pattern': the whole network fitted on activation regions, l2 loss, no prior
+(`invert(net, x, 'pattern')`, seeded starts and the l_inf answer as one more), its status
+'optimal' (zero residual) or 'local_optimum' (certified) and its region's error bound.
 
 Metrics: the relative recovery error ||z_hat - z*||_2 / ||z*||_2, the l_inf error
 ||z_hat - z*||_inf, eps = ||e||_inf (the theorem's noise size), the certificate's guaranteed bound
@@ -37,20 +40,26 @@ NETWORKS = ("random", "mnist")
 RANDOM_WIDTHS = (20, 100, 500)
 NOISES = ("uniform", "gaussian")
 LEVELS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-METHODS = ("linf", "l1")
+METHODS = ("linf", "l1", "pattern")
+"""The grid's methods; 'pattern' was added after the others (their trial keys unchanged)."""
+SUCCESS_STATUSES = ("optimal", "local_optimum")
+"""A method's own claim of success: an optimal LP, or the pattern method's certified local
+optimum (its 'optimal' is a zero-residual fit, which noisy data never give)."""
 TRIALS = 200
 QUICK_TRIALS = 3
 SEED = 0
 TIMING_FIELDS = ("seconds",)
 NETWORK_LABELS = {"random": "random ReLU net 20 x 100 x 500",
                   "mnist": "MNIST generator 20 x 60 x 784"}
-METHOD_LABELS = {"linf": r"$\ell_\infty$ LP", "l1": r"$\ell_1$ LP"}
+METHOD_LABELS = {"linf": r"$\ell_\infty$ LP", "l1": r"$\ell_1$ LP",
+                 "pattern": r"pattern ($\ell_2$)"}
 
 DESCRIPTION = (
     "Relative recovery error ||z_hat - z*|| / ||z*|| against the relative noise ||e|| / ||G(z*)|| "
     "(set exactly by scaling a uniform or Gaussian draw), on a random 20 x 100 x 500 ReLU net "
     "(a fresh one per instance) and on the shipped MNIST generator (20 x 60 x 784), with the "
-    "l_inf and l_1 LPs. Each run is a dot and the median per level a line. The second figure "
+    "l_inf and l_1 LPs and the pattern method (the whole network fitted on activation "
+    "regions, l2 loss). Each run is a dot and the median per level a line. The second figure "
     "plots the l_inf error ||z_hat - z*||_inf against eps = ||e||_inf with the theorem's shape "
     "2^d eps / c^d (c fitted: the theorem gives no number).")
 PAPER = (
@@ -116,7 +125,8 @@ def run_trial(params: dict[str, Any], shared: Any = None) -> dict[str, Any]:
     net, z, clean, e = instance(params, shared)
     x = clean + e
     started = time.perf_counter()
-    # joint=False: the paper's layer-wise pipeline (Figure 1); the pattern method is its own row.
+    # joint=False: the paper's layer-wise pipeline (Figure 1) for the LPs; the pattern
+    # method is its own row (its l_inf start is that pipeline's answer).
     result = invert(net, x, params["method"], progress=False, joint=False)
     seconds = time.perf_counter() - started
     z_hat = np.asarray(result.z)
@@ -175,7 +185,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
     groups = _groups(rows)
     levels = sorted({float(r["level"]) for r in rows})
     header = ["network", "noise", "method", "runs/level", *(f"{lv:g}" for lv in levels),
-              "slope", "c fit", "optimal"]
+              "slope", "c fit", "optimal / local opt."]
     body = []
     for net in NETWORKS:
         for kind in NOISES:
@@ -189,9 +199,11 @@ def summary(rows: list[dict[str, Any]]) -> str:
                 body.append([net, kind, method, str(per),
                              *(f"{by_level[lv]:.1e}" if lv in by_level else "" for lv in levels),
                              f"{slope(xs, ys):.2f}", f"{theorem_c(members):.2f}",
-                             f"{np.mean([r['status'] == 'optimal' for r in members]):.0%}"])
+                             f"{np.mean([r['status'] in SUCCESS_STATUSES for r in members]):.0%}"])
     return ("Median relative recovery error per relative noise level; slope = fitted log-log "
-            "slope (1 = linear); c fit = the theorem's c from the l_inf errors.\n\n"
+            "slope (1 = linear); c fit = the theorem's c from the l_inf errors; the last column "
+            "is the share of runs whose status is 'optimal' (or, for the pattern method, a "
+            "certified 'local_optimum').\n\n"
             + markdown_table(header, body))
 
 
@@ -205,8 +217,8 @@ def figures(rows: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
     if not panels:
         return []
     out = []
-    colors = {"linf": "tab:blue", "l1": "tab:orange"}
-    offsets = {"linf": 0.92, "l1": 1.08}
+    colors = {"linf": "tab:blue", "l1": "tab:orange", "pattern": "tab:green"}
+    offsets = {"linf": 0.92, "l1": 1.08, "pattern": 1.0}
     for figure, (field, x_field, name, ylabel, xlabel) in enumerate((
             ("rel_error", "rel_noise", "noise_relative_error.png",
              r"relative error $\|\hat z - z^*\|_2 / \|z^*\|_2$",
@@ -281,4 +293,26 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     caveat = f" ({n_min} runs per level: indicative only)" if n_min < 20 else ""
     return (f"We {word} Figure 1: the median relative error of the l_inf LP grows with "
             f"fitted log-log slope {low:.2f} to {high:.2f} against the relative noise "
-            f"(median error/noise ratio {factor:.2g}); {why}{caveat}.")
+            f"(median error/noise ratio {factor:.2g}); {why}{caveat}." + _pattern_clause(rows))
+
+
+def _pattern_clause(rows: list[dict[str, Any]]) -> str:
+    """A sentence on the pattern method beside the l_inf LP (empty without pattern rows):
+    its slopes and its error over the l_inf LP's, paired by trial."""
+    groups = _groups(rows)
+    slopes = [slope(*medians(m, "rel_error")) for k, m in groups.items() if k[2] == "pattern"]
+    slopes = [s for s in slopes if np.isfinite(s)]
+    if not slopes:
+        return ""
+
+    def key(row: dict[str, Any]) -> tuple:
+        return (row["network"], row["noise"], float(row["level"]), int(row["instance"]))
+
+    linf = {key(r): r["rel_error"] for r in rows if r["method"] == "linf"}
+    ratios = [r["rel_error"] / linf[key(r)] for r in rows
+              if r["method"] == "pattern" and linf.get(key(r), 0) > 0]
+    paired = (f"; its error is a median {np.median(ratios):.2g} times the l_inf LP's on the "
+              f"same {len(ratios)} runs (lower on {sum(q < 1 for q in ratios)})"
+              if ratios else "")
+    return (f" The pattern method (l2 fit of the whole network) grows with slope "
+            f"{min(slopes):.2f} to {max(slopes):.2f}{paired}.")
