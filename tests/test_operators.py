@@ -346,6 +346,8 @@ EXPORT_SITES = {
     ("network.py", "operator.to_sparse()"): 1,
     ("reproduction/train.py", "a.operator.to_dense()"): 1,
     ("reproduction/train.py", "b.operator.to_dense()"): 1,
+    # The ONNX file holds each layer's dense matrix as a Gemm initializer.
+    ("_onnx_io.py", "layer.operator.to_dense()"): 1,
     # The batched PyTorch backend's one copy of W on the device per call.
     ("solvers/_torch.py", "operator.to_dense()"): 1,
 }
