@@ -49,7 +49,12 @@ def _convolutions(draw, max_side: int = 6) -> tuple[Conv2dOperator, np.random.Ge
 
 def _torch(op: Conv2dOperator, x: np.ndarray) -> np.ndarray:
     """PyTorch's answer for a batch of flat inputs, flat."""
-    image = torch.tensor(x.reshape(len(x), *op.input_shape))
+    out = _torch_forward(op, torch.tensor(x.reshape(len(x), *op.input_shape)))
+    return out.reshape(len(x), -1).detach().numpy()
+
+
+def _torch_forward(op: Conv2dOperator, image: torch.Tensor) -> torch.Tensor:
+    """PyTorch's convolution of the operator's kind on an image batch."""
     kernel = torch.tensor(np.array(op.kernel))
     if op.transposed:
         out = F.conv_transpose2d(image, kernel, stride=op.stride, padding=op.padding,
@@ -58,7 +63,7 @@ def _torch(op: Conv2dOperator, x: np.ndarray) -> np.ndarray:
         out = F.conv2d(image, kernel, stride=op.stride, padding=op.padding,
                        dilation=op.dilation)
     assert tuple(out.shape[1:]) == op.output_shape
-    return out.reshape(len(x), -1).numpy()
+    return out
 
 
 def _columns(op: LinearOperator) -> np.ndarray:
@@ -82,13 +87,7 @@ def test_apply_and_adjoint_equal_pytorch_in_float64(case):
     np.testing.assert_allclose(op.adjoint(y)[0], op.adjoint(y[0]), rtol=0, atol=1e-12)
     # the adjoint against PyTorch's own vector-Jacobian product of the forward map
     image = torch.tensor(x[:2].reshape(2, *op.input_shape), requires_grad=True)
-    kernel = torch.tensor(np.array(op.kernel))
-    if op.transposed:
-        out = F.conv_transpose2d(image, kernel, stride=op.stride, padding=op.padding,
-                                 output_padding=op.output_padding, dilation=op.dilation)
-    else:
-        out = F.conv2d(image, kernel, stride=op.stride, padding=op.padding,
-                       dilation=op.dilation)
+    out = _torch_forward(op, image)
     out.backward(torch.tensor(y.reshape(out.shape)))
     np.testing.assert_allclose(op.adjoint(y), image.grad.reshape(2, -1).numpy(), rtol=0,
                                atol=1e-10)
