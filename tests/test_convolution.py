@@ -233,3 +233,19 @@ def test_a_conv_network_inverts_as_its_dense_matrices(method):
             np.testing.assert_allclose(a.z, b.z, rtol=0, atol=1e-8)
     exact_answer = invert(conv, x, "pattern")
     np.testing.assert_allclose(exact_answer.z, z, rtol=0, atol=1e-9)  # from G(z*) exactly
+
+
+def test_gradient_descent_runs_on_a_convolutional_network():
+    """gd's torch module of a conv network is its to_torch (it zipped nn.Linear modules with
+    the layers, and failed on convolutions): the descent lowers the loss from its start."""
+    from layerinv import Network, invert
+
+    nn = torch.nn
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(4, 8 * 2 * 2), nn.Unflatten(1, (8, 2, 2)), nn.ReLU(),
+                           nn.ConvTranspose2d(8, 4, 4, 2, 1), nn.ReLU(), nn.Flatten()).double()
+    net = Network.from_torch(module.eval())
+    z_star = np.random.default_rng(1).normal(size=4)
+    x = net.forward(z_star)
+    result = invert(net, x, method="gd", seed=0)
+    assert np.linalg.norm(net.forward(result.z) - x) < 0.1 * np.linalg.norm(x)

@@ -336,8 +336,6 @@ EXPORT_SITES = {
     ("_torch_io.py", "norm.weight"): 1,
     ("_torch_io.py", "factor.to_dense()"): 1,
     # Gradient descent's torch modules: nn.Linear's parameter and torch.bmm take dense W.
-    ("_gradient.py", "linear.weight"): 1,
-    ("_gradient.py", "layer.operator.to_dense()"): 1,
     ("_gradient.py", "net.layers[index].operator.to_dense()"): 1,
     # The .npz file stores a dense operator's matrix, and kinds it does not know as sparse
     # (convolutions and products by their parameters); the compact re-save is checked

@@ -522,17 +522,9 @@ def _device_key(dev: torch.device) -> tuple[str, int]:
 
 
 def _network_module(net: Network, dev: torch.device, dtype: torch.dtype) -> nn.Module:
-    """net.to_torch() with the float64 weights copied in exactly (to_torch gives float32)."""
-    module = net.to_torch().to(dtype=dtype)
-    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
-    with torch.no_grad():
-        for linear, layer in zip(linears, net.layers, strict=True):
-            # An export: nn.Linear holds a dense matrix (a structured operator would bring
-            # its own torch module here). linear.weight is the torch module's parameter.
-            linear.weight.copy_(torch.from_numpy(layer.operator.to_dense()))
-            if layer.bias is not None:
-                linear.bias.copy_(torch.from_numpy(layer.bias))
-    return module.to(device=dev)
+    """net.to_torch() of `dtype`: built from the float64 weights, so float64 is exact, and
+    convolutions stay convolutions (no dense matrix per layer)."""
+    return net.to_torch(dtype=dtype).to(device=dev)
 
 
 def _is_network_sequence(generator: object) -> bool:
