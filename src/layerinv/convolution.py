@@ -30,7 +30,7 @@ import scipy.sparse
 
 from layerinv._validation import as_float_array, check_finite
 from layerinv.errors import InputError
-from layerinv.operators import LinearOperator, SparseOperator, row_indices, sparse_gram
+from layerinv.operators import LinearOperator, row_indices
 
 Pair = tuple[int, int]
 
@@ -240,15 +240,6 @@ class Conv2dOperator(LinearOperator):
         shifted = position[:, None] + p - np.arange(k)[::-1][None, :] * d  # = i * s
         source = shifted // s
         return source, (shifted % s == 0) & (shifted >= 0) & (source < n_out)
-
-    def row_subset(self, index: np.ndarray) -> SparseOperator:
-        # The rows of a checked kernel (no second validation; no rows at all is allowed, as
-        # for a dense operator).
-        return SparseOperator._trusted(self.rows(index, sparse=True))
-
-    def gram(self, index: np.ndarray | None = None,
-             row_weights: np.ndarray | None = None) -> np.ndarray:
-        return sparse_gram(self.rows(index, sparse=True), row_weights)
 
     def abs(self) -> Conv2dOperator:
         return self._with_kernel(np.abs(self.kernel))

@@ -30,7 +30,8 @@ a structured operator, a diagonal scale); `ProductOperator`, W = A_1 A_2 ... A_k
 applied last-first (a convolution followed by an upsampling, in one layer); and
 `convolution.Conv2dOperator` (nn.Conv2d and nn.ConvTranspose2d, matrix-free). `as_operator`
 turns an array into a DenseOperator. A new kind implements the abstract methods (`matmat`,
-`to_dense`, `to_sparse` and `scaled` have defaults) and must pickle (networks travel to
+`to_dense`, `to_sparse` and `scaled` have defaults, and `row_subset` and `gram` default to the
+sparse rows) and must pickle (networks travel to
 worker processes by pickle).
 """
 
@@ -76,17 +77,18 @@ class LinearOperator(ABC):
              ) -> np.ndarray | scipy.sparse.csr_array:
         """The rows `index` (a boolean mask or integer indices; None: all), dense or CSR."""
 
-    @abstractmethod
     def row_subset(self, index: np.ndarray) -> LinearOperator:
-        """The operator restricted to the rows `index`."""
+        """The operator restricted to the rows `index` (by default those rows, sparse)."""
+        return SparseOperator._trusted(self.rows(index, sparse=True))
 
-    @abstractmethod
     def gram(self, index: np.ndarray | None = None,
              row_weights: np.ndarray | None = None) -> np.ndarray:
         """W_S' diag(row_weights) W_S (n_in x n_in) over the rows `index`; row_weights >= 0.
 
-        Only the upper triangle is guaranteed (it may come straight from BLAS syrk).
+        Only the upper triangle is guaranteed (it may come straight from BLAS syrk). By
+        default from the rows, sparse.
         """
+        return sparse_gram(self.rows(index, sparse=True), row_weights)
 
     @abstractmethod
     def abs(self) -> LinearOperator:
@@ -221,13 +223,6 @@ class SparseOperator(LinearOperator):
         chosen = self._csr if index is None else self._csr[row_indices(index, self.n_out)]
         return scipy.sparse.csr_array(chosen) if sparse else chosen.toarray()
 
-    def row_subset(self, index: np.ndarray) -> SparseOperator:
-        return SparseOperator._trusted(self.rows(index, sparse=True))
-
-    def gram(self, index: np.ndarray | None = None,
-             row_weights: np.ndarray | None = None) -> np.ndarray:
-        return sparse_gram(self.rows(index, sparse=True), row_weights)
-
     def abs(self) -> SparseOperator:
         return SparseOperator._trusted(abs(self._csr))
 
@@ -294,10 +289,6 @@ class ProductOperator(LinearOperator):
 
     def row_subset(self, index: np.ndarray) -> ProductOperator:
         return ProductOperator([self.factors[0].row_subset(index), *self.factors[1:]])
-
-    def gram(self, index: np.ndarray | None = None,
-             row_weights: np.ndarray | None = None) -> np.ndarray:
-        return sparse_gram(self.rows(index, sparse=True), row_weights)
 
     def abs(self) -> SparseOperator:
         # |A B| is not |A| |B| (entries of opposite signs cancel): the product's own entries,
