@@ -306,3 +306,65 @@ def random_network(widths: Sequence[int], activation: str | Activation = "relu",
         b = rng.normal(0.0, scale, size=n_out) if bias else None
         layers.append(Layer(weight, b, last_act if i == len(widths) - 2 else hidden_act))
     return Network(layers)
+
+
+
+DCGAN_STATISTICS_DRAWS = 64
+"""The z ~ N(0, I) draws whose pre-activations give `random_dcgan`'s BatchNorm statistics."""
+
+
+def random_dcgan(latent: int = 16, channels: Sequence[int] = (64, 32, 16), side: int = 4, *,
+                 output_channels: int | None = None,
+                 output_activation: str | Activation = "tanh",
+                 activation: str | Activation = "relu", batchnorm: bool = True,
+                 seed: int | np.random.Generator | None = None) -> Network:
+    """A random DCGAN-style generator (Radford et al. 2016) with its BatchNorm folded.
+
+    z (latent) -> Linear -> channels[0] x side x side, then ConvTranspose2d(c_i, c_{i+1}, 4,
+    2, 1) per further entry of `channels` (each doubles the side), every one followed by
+    BatchNorm and `activation`. With `output_channels`, one more ConvTranspose2d(channels[-1],
+    output_channels, 4, 2, 1) and `output_activation`, without BatchNorm, as in DCGAN. The
+    classic 64 x 64 x 3 generator is random_dcgan(100, (512, 256, 128, 64), 4,
+    output_channels=3): its first ConvTranspose2d(100, 512, 4, 1, 0) acts on a 1 x 1 input,
+    which is the Linear map used here.
+
+    Weights are N(0, 0.02) and BatchNorm scales N(1, 0.02), DCGAN's initialisation. The
+    BatchNorm statistics are those of each channel's pre-activations over
+    DCGAN_STATISTICS_DRAWS seeded draws of z, as training would leave them (fresh statistics
+    would shrink the signal by 0.02 sqrt(fan-in) per layer), and the shifts are N(0, 0.02).
+    """
+    channels = [int(c) for c in channels]
+    if int(latent) < 1 or int(side) < 1 or not channels or min(channels) < 1 or (
+            output_channels is not None and int(output_channels) < 1):
+        raise InputError(f"latent, side and every channel count must be >= 1; got latent="
+                         f"{latent}, side={side}, channels={channels}, output_channels="
+                         f"{output_channels}")
+    rng = make_rng(seed)
+    hidden, last = get_activation(activation), get_activation(output_activation)
+    h = rng.standard_normal((DCGAN_STATISTICS_DRAWS, int(latent)))
+    shape = (channels[0], int(side), int(side))
+    operator: LinearOperator = DenseOperator(
+        rng.normal(0.0, 0.02, size=(int(np.prod(shape)), int(latent))))
+    layers = []
+    for c_out in [*channels[1:], None]:
+        bias = None
+        if batchnorm:
+            # One scale and shift per channel, from the statistics of u over the draws.
+            u = operator.apply(h).reshape(len(h), shape[0], -1).transpose(1, 0, 2)
+            u = u.reshape(shape[0], -1)
+            scale = rng.normal(1.0, 0.02, size=shape[0]) / u.std(axis=1)
+            shift = rng.normal(0.0, 0.02, size=shape[0]) - scale * u.mean(axis=1)
+            pixels = shape[1] * shape[2]
+            operator, bias = operator.scaled(np.repeat(scale, pixels)), np.repeat(shift, pixels)
+        layers.append(Layer(operator, bias, hidden))
+        h = layers[-1](h)
+        c_next = c_out if c_out is not None else output_channels
+        if c_next is None:
+            break
+        kernel = rng.normal(0.0, 0.02, size=(shape[0], int(c_next), 4, 4))
+        operator = Conv2dOperator(kernel, shape, stride=2, padding=1, transposed=True)
+        shape = (int(c_next), 2 * shape[1], 2 * shape[2])
+        if c_out is None:  # the output layer: no BatchNorm
+            layers.append(Layer(operator, None, last))
+            break
+    return Network(layers)

@@ -141,6 +141,8 @@ class PatternReport:
     pattern: tuple = field(repr=False)
     """Per layer, which units are on at z (bool arrays)."""
     starts: int
+    """The Gauss-Newton starts descended: all of them, or only the fixed ones (z = 0 and a
+    given start) where one of those already fitted exactly ('optimal')."""
     seconds: float
     message: str = ""
 

@@ -1,0 +1,122 @@
+"""Convolutional generators inverted on activation patterns (issue 14): random DCGAN-style
+networks (`random_dcgan`) recovered from their outputs wherever the whole network's Jacobian
+at z* has full rank, 'auto' going straight to the pattern method on contracting networks, the
+early exit on an exact fit, and the joint solve through a smooth output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from layerinv import Status, invert, random_network
+from layerinv.convolution import Conv2dOperator
+from layerinv.errors import InputError
+from layerinv.network import random_dcgan
+
+torch = pytest.importorskip("torch")
+
+RECOVERED = 1e-6  # relative error of z: the issue's target
+
+
+def _jacobian_rank_full(net, z: np.ndarray) -> bool:
+    """Full column rank of dG/dz at z, by PyTorch's autograd on net.to_torch() in float64:
+    independent of the pattern code's own region Jacobian."""
+    module = net.to_torch(dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(
+        lambda v: module(v[None])[0], torch.tensor(z)).numpy()
+    singular = np.linalg.svd(jac, compute_uv=False)
+    return bool(singular[-1] > 1e-10 * singular[0])
+
+
+def test_random_dcgan_is_the_described_architecture_with_calibrated_batchnorm():
+    net = random_dcgan(seed=0, output_channels=3)
+    assert net.widths == [16, 64 * 4 * 4, 32 * 8 * 8, 16 * 16 * 16, 3 * 32 * 32]
+    assert [repr(layer.activation) for layer in net.layers] == ["relu"] * 3 + ["tanh"]
+    convs = [layer.operator for layer in net.layers[1:]]
+    assert all(isinstance(op, Conv2dOperator) and op.transposed for op in convs)
+    assert [op.output_shape for op in convs] == [(32, 8, 8), (16, 16, 16), (3, 32, 32)]
+    # The folded BatchNorm normalises each channel's pre-activation over z ~ N(0, I): on
+    # fresh draws its mean is near 0 and its spread near 1 (0.02-scale weights alone: ~0.2).
+    h = np.random.default_rng(5).standard_normal((200, 16))
+    for layer in net.layers[:-1]:
+        u = layer.preactivation(h)
+        channels = layer.operator.output_shape[0] if layer.operator is not net.layers[
+            0].operator else 64
+        per_channel = u.reshape(len(u), channels, -1).transpose(1, 0, 2).reshape(channels, -1)
+        assert np.all(np.abs(per_channel.mean(axis=1)) < 0.35)
+        assert np.all(np.abs(per_channel.std(axis=1) - 1) < 0.25)
+        h = layer.activation.forward(u)
+    again = random_dcgan(seed=0, output_channels=3)
+    z = np.random.default_rng(1).standard_normal(16)
+    assert np.array_equal(again(z), net(z))  # seeded
+    assert not np.array_equal(random_dcgan(seed=1, output_channels=3)(z), net(z))
+
+
+@pytest.mark.parametrize("kwargs", [dict(latent=0), dict(channels=()), dict(side=0),
+                                    dict(channels=(4, -1)), dict(output_channels=0)])
+def test_random_dcgan_refuses_empty_sizes(kwargs):
+    with pytest.raises(InputError, match="must be >= 1"):
+        random_dcgan(**kwargs)
+
+
+@pytest.mark.parametrize("output", [None, 3])
+def test_random_dcgans_are_recovered_where_their_jacobian_has_full_rank(output):
+    """The issue's target: z 16 -> 64x4x4 -> 32x8x8 -> 16x16x16 (ReLU, BatchNorm folded), and
+    with a contracting tanh 3x32x32 output on top: recovery to 1e-6 on >= 95 % of the
+    instances whose Jacobian at z* has full rank (here: all of 20, each its own net). By
+    'pattern', which 'auto' is on the contracting one; on the expansive one 'auto' walks the
+    layers first (about 10 s an instance here, benchmarks/bench_conv.py)."""
+    full_rank, recovered = 0, 0
+    for seed in range(20):
+        net = random_dcgan(seed=seed, output_channels=output)
+        z_star = np.random.default_rng(1000 + seed).standard_normal(16)
+        result = invert(net, net(z_star), "pattern", progress=False)
+        if not _jacobian_rank_full(net, z_star):
+            continue
+        full_rank += 1
+        error = np.linalg.norm(result.z - z_star) / np.linalg.norm(z_star)
+        if error <= RECOVERED:
+            recovered += 1
+            assert result.status == Status.OPTIMAL
+    assert full_rank >= 18
+    assert recovered >= 0.95 * full_rank
+
+
+def test_auto_on_a_contracting_network_is_the_pattern_method():
+    """No layer-wise walk where a layer has fewer outputs than inputs: 'auto' returns exactly
+    what 'pattern' does (the walk's answer as a start would change it)."""
+    net = random_dcgan(seed=3, output_channels=1)  # 4096 -> 1024: contracting
+    rng = np.random.default_rng(4)
+    x = net(rng.standard_normal((2, 16)))
+    x = x + 1e-3 * rng.standard_normal(x.shape)  # noisy: every start is descended
+    auto, pattern = invert(net, x, progress=False), invert(net, x, "pattern", progress=False)
+    np.testing.assert_array_equal(auto.z, pattern.z)
+    assert list(auto.status) == list(pattern.status)
+
+
+def test_an_exact_fit_from_z0_skips_the_random_starts_and_noise_does_not():
+    net = random_dcgan(seed=2, output_channels=3)
+    rng = np.random.default_rng(6)
+    z_star = rng.standard_normal(16)
+    x = net(z_star)
+    exact = invert(net, x, "pattern", starts=8, progress=False)
+    assert exact.status == Status.OPTIMAL and exact.regions.starts == 1
+    np.testing.assert_allclose(exact.z, z_star, rtol=0, atol=1e-9)
+    noisy = invert(net, x + 1e-2 * rng.standard_normal(x.shape), "pattern", starts=8,
+                   progress=False)
+    assert noisy.regions.starts == 9  # z = 0 and the 8 draws
+    with_prior = invert(net, x, "pattern", starts=8, prior=1e-6, progress=False)
+    assert with_prior.regions.starts == 9  # a prior's optimum is not a zero residual
+
+
+def test_the_joint_solve_finishes_linf_through_a_smooth_contracting_output():
+    """linf's walk cannot be unique at a tanh layer with fewer outputs than inputs; the joint
+    solve (l2, the loss a smooth output takes) recovers z where the network determines it."""
+    net = random_network([4, 40, 12], "relu", output_activation="tanh", seed=1)
+    rng = np.random.default_rng(2)
+    z_star = rng.standard_normal((3, 4))
+    paper = invert(net, net(z_star), "linf", joint=False)
+    assert all(status != Status.OPTIMAL for status in paper.status)
+    joint = invert(net, net(z_star), "linf")
+    assert all(status == Status.OPTIMAL for status in joint.status)
+    np.testing.assert_allclose(joint.z, z_star, rtol=0, atol=1e-8)
