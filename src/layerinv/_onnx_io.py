@@ -10,9 +10,14 @@ initializer, a Constant node, or shape arithmetic folded here) or the data: the 
 depends on the input. A data node must take the latest data tensor (a tensor used twice, or a
 node joining two, is a branch: refused). What each data op does is one table entry:
 
-- `_LINEAR_OPS` (Gemm, MatMul) open a layer with its linear operator (the table maps an op to
-  an operator and a bias; the convolutional ops will be entries here);
-- Add adds a constant to the open layer's bias;
+- `_LINEAR_OPS` (Gemm, MatMul, Conv, ConvTranspose) open a layer with its linear operator
+  (the table maps an op to an operator, a bias and the output shape); a convolution's is a
+  `Conv2dOperator` on the (C, H, W) image the tracked shape gives (group=1, symmetric pads,
+  auto_pad NOTSET: anything else refused by name);
+- Add adds a constant to the open layer's bias, and BatchNormalization (inference form) is
+  folded into the open layer as `Network.from_torch` folds an eval BatchNorm (the shared
+  `_affine.AffineChain`): its scale goes into the operator's rows (a convolution's kernel,
+  per channel), or, right after an activation, into the next linear op's columns;
 - `_ACTIVATION_OPS` (Relu, LeakyRelu, Tanh, Sigmoid, Elu) close the open layer;
 - `_RESHAPE_OPS` (Identity, Flatten, Reshape, Squeeze, Unsqueeze) only reshape: layerinv's
   vectors are the flattened (C order) per-sample tensors, so a reshape that keeps the batch
@@ -23,9 +28,12 @@ are tracked with the batch size the file states, or a stand-in (`_BATCH_STAND_IN
 symbolic, so that the exporters' Shape -> Slice -> Concat -> Reshape chains fold to constants.
 Every other dimension must be a number: a symbolic feature dimension is a shape that matters.
 
-Writing (`model_from_layers`, `layers_to_onnx`) builds the graph with onnx.helper directly
-(Gemm with transB=1 per layer, then its activation's node): no exporter, no PyTorch, and the
-weights stay float64 unless dtype='float32' is asked for (what most verifiers load).
+Writing (`model_from_layers`, `layers_to_onnx`) builds the graph with onnx.helper directly: per
+layer a Conv or ConvTranspose for a convolution operator (kernel and geometry, never its
+matrix; Reshape / Flatten nodes where the flat vectors meet images) or a Gemm with the dense
+matrix for any other operator (a product too), then its activation's node. No exporter, no
+PyTorch, and the weights stay float64 unless dtype='float32' is asked for (what most
+verifiers load).
 """
 
 from __future__ import annotations
@@ -113,7 +121,8 @@ def _first_line(exc: BaseException) -> str:
 
 # --------------------------------------------------------------------------- reading
 def layers_from_onnx(source: object) -> list[Layer]:
-    """The layers of a Network equal to an ONNX model: one chain of fully connected layers.
+    """The layers of a Network equal to an ONNX model: one chain of fully connected and
+    convolutional layers.
 
     `source` is a path to an .onnx file or an onnx.ModelProto. Supported ops: see
     `SUPPORTED_OPS`. A file that is not ONNX is a NetworkFileError; a graph layerinv cannot
