@@ -131,15 +131,19 @@ def test_torch_exports_read_back_to_the_same_map(tmp_path, kind, dynamo):
 
 
 @pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
-def test_a_symbolic_batch_axis_is_read(tmp_path, dynamo):
+@pytest.mark.parametrize("kind", ["elu_linear_out", "conv_first"])
+def test_a_symbolic_batch_axis_is_read(tmp_path, kind, dynamo):
     torch.manual_seed(3)
-    module = MODULES["elu_linear_out"]().eval()
-    path = export(module, tmp_path / "m.onnx", dynamo=dynamo, batch=3, dynamic_batch=True)
+    module, sample = (MODULES[kind](), None) if kind in MODULES else CONV_MODULES[kind]()
+    module = module.eval()
+    path = export(module, tmp_path / "m.onnx", dynamo=dynamo, batch=3, dynamic_batch=True,
+                  sample=sample)
     dims = onnx.load(path).graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param  # the file really has a symbolic batch
     net = Network(layers_from_onnx(path))
-    z = rng(2).normal(size=(9, 2))
-    np.testing.assert_allclose(net.forward(z), torch_forward(module, z), rtol=0, atol=1e-6)
+    z = rng(2).normal(size=(9, net.input_dim))
+    np.testing.assert_allclose(net.forward(z), torch_forward(module, z, sample), rtol=0,
+                               atol=1e-6)
 
 
 def test_a_float64_export_reads_exactly(tmp_path):
