@@ -31,12 +31,16 @@ from layerinv.errors import (  # noqa: E402
 
 # --------------------------------------------------------------------------- helpers
 def export(module: nn.Module, path, *, dynamo: bool, batch: int = 1,
-           dynamic_batch: bool = False) -> str:
-    """torch.onnx.export of `module` (float32) with either exporter."""
+           dynamic_batch: bool = False, sample: tuple[int, ...] | None = None,
+           dtype: torch.dtype = torch.float32) -> str:
+    """torch.onnx.export of `module` (float32 unless `dtype`) with either exporter; `sample` is
+    one input's shape (default: the first Linear's input size)."""
     if dynamo:
         pytest.importorskip("onnxscript", reason="torch's dynamo exporter needs onnxscript")
-    example = torch.randn(batch, module[0].in_features if isinstance(module[0], nn.Linear)
-                          else module[1].in_features)
+    if sample is None:
+        sample = (module[0].in_features if isinstance(module[0], nn.Linear)
+                  else module[1].in_features,)
+    example = torch.randn(batch, *sample, dtype=dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dynamo:
@@ -50,9 +54,12 @@ def export(module: nn.Module, path, *, dynamo: bool, batch: int = 1,
     return str(path)
 
 
-def torch_forward(module: nn.Module, z: np.ndarray) -> np.ndarray:
+def torch_forward(module: nn.Module, z: np.ndarray, sample: tuple[int, ...] | None = None,
+                  dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """The module on flat inputs z (B, n), reshaped to `sample` (one input's shape) first."""
+    batch = z if sample is None else z.reshape(len(z), *sample)
     with torch.no_grad():
-        out = module(torch.as_tensor(z, dtype=torch.float32))
+        out = module(torch.as_tensor(batch, dtype=dtype))
     return out.reshape(len(z), -1).double().numpy()
 
 
@@ -124,15 +131,19 @@ def test_torch_exports_read_back_to_the_same_map(tmp_path, kind, dynamo):
 
 
 @pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
-def test_a_symbolic_batch_axis_is_read(tmp_path, dynamo):
+@pytest.mark.parametrize("kind", ["elu_linear_out", "conv_first"])
+def test_a_symbolic_batch_axis_is_read(tmp_path, kind, dynamo):
     torch.manual_seed(3)
-    module = MODULES["elu_linear_out"]().eval()
-    path = export(module, tmp_path / "m.onnx", dynamo=dynamo, batch=3, dynamic_batch=True)
+    module, sample = (MODULES[kind](), None) if kind in MODULES else CONV_MODULES[kind]()
+    module = module.eval()
+    path = export(module, tmp_path / "m.onnx", dynamo=dynamo, batch=3, dynamic_batch=True,
+                  sample=sample)
     dims = onnx.load(path).graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param  # the file really has a symbolic batch
     net = Network(layers_from_onnx(path))
-    z = rng(2).normal(size=(9, 2))
-    np.testing.assert_allclose(net.forward(z), torch_forward(module, z), rtol=0, atol=1e-6)
+    z = rng(2).normal(size=(9, net.input_dim))
+    np.testing.assert_allclose(net.forward(z), torch_forward(module, z, sample), rtol=0,
+                               atol=1e-6)
 
 
 def test_a_float64_export_reads_exactly(tmp_path):
@@ -147,6 +158,255 @@ def test_a_float64_export_reads_exactly(tmp_path):
     with torch.no_grad():
         expected = module(torch.as_tensor(z)).numpy()
     np.testing.assert_allclose(net.forward(z), expected, rtol=0, atol=1e-13)
+
+
+# --------------------------------------------------------------------------- convolutions
+def batch_norm(channels: int, seed: int, kind=nn.BatchNorm2d) -> nn.Module:
+    """An eval-mode batch norm with random running statistics and affine parameters."""
+    norm = kind(channels)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        norm.running_mean.copy_(torch.randn(channels, generator=g))
+        norm.running_var.copy_(torch.rand(channels, generator=g) + 0.5)
+        norm.weight.copy_(torch.randn(channels, generator=g))
+        norm.bias.copy_(torch.randn(channels, generator=g))
+    return norm.eval()
+
+
+def dcgan() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(16, 64 * 4 * 4), nn.Unflatten(1, (64, 4, 4)), batch_norm(64, 1), nn.ReLU(),
+        nn.ConvTranspose2d(64, 32, 4, 2, 1), batch_norm(32, 2), nn.ReLU(),
+        nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.ReLU(),
+        nn.Conv2d(16, 1, 3, 1, 1), nn.Tanh(), nn.Flatten())
+
+
+def conv_first() -> nn.Sequential:
+    """Input (2, 9, 9): a strided dilated padded Conv2d, a ConvTranspose2d with output
+    padding, batch norms before and after an activation, a BatchNorm1d after a Linear (the
+    slope 0.125 is exact as the float32 attribute ONNX stores it in)."""
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, stride=2, padding=2, dilation=2), batch_norm(4, 3), nn.LeakyReLU(0.125),
+        batch_norm(4, 4), nn.ConvTranspose2d(4, 3, (3, 2), stride=(2, 3), padding=(1, 0),
+                                             output_padding=(1, 2)), nn.ELU(),
+        nn.Flatten(), nn.Linear(3 * 10 * 16, 6), batch_norm(6, 5, nn.BatchNorm1d), nn.Sigmoid())
+
+
+def generator(kind: str) -> nn.Sequential:
+    from layerinv.pretrained import mnist_generator
+
+    return mnist_generator(kind).to_torch().eval()
+
+
+CONV_MODULES = {  # name -> (module, one input's shape)
+    "mnist_relu": lambda: (generator("relu"), (20,)),
+    "mnist_leaky_relu": lambda: (generator("leaky_relu"), (20,)),
+    "dcgan": lambda: (dcgan(), (16,)),
+    "conv_first": lambda: (conv_first(), (2, 9, 9)),
+}
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+@pytest.mark.parametrize("kind", sorted(CONV_MODULES))
+def test_torch_conv_exports_read_back_to_the_same_map(tmp_path, kind, dynamo):
+    torch.manual_seed(len(kind))
+    module, sample = CONV_MODULES[kind]()
+    module = module.eval()
+    path = export(module, tmp_path / "m.onnx", dynamo=dynamo, sample=sample)
+    net = Network.from_onnx(path)
+    reference_net = Network.from_torch(module, input_shape=sample if len(sample) > 1 else None)
+    assert [type(layer.operator) for layer in net.layers] == [
+        type(layer.operator) for layer in reference_net.layers]  # convolutions stay themselves
+    assert [layer.activation for layer in net.layers] == [
+        float32_activation(layer.activation) for layer in reference_net.layers]
+    z = rng(40).normal(size=(6, net.input_dim))
+    np.testing.assert_allclose(net.forward(z), torch_forward(module, z, sample), rtol=0,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+@pytest.mark.parametrize("kind", ["dcgan", "conv_first"])
+def test_float64_conv_exports_read_exactly(tmp_path, kind, dynamo):
+    torch.manual_seed(8)
+    module, sample = CONV_MODULES[kind]()
+    module = module.double().eval()
+    path = export(module, tmp_path / "m.onnx", dynamo=dynamo, sample=sample,
+                  dtype=torch.float64)
+    net = Network.from_onnx(path)
+    z = rng(41).normal(size=(5, net.input_dim))
+    np.testing.assert_allclose(net.forward(z), torch_forward(module, z, sample, torch.float64),
+                               rtol=0, atol=1e-12)
+
+
+def conv_layers() -> list[Layer]:
+    """Conv layers the writer must handle: from a DCGAN (a Reshape from flat, per-channel
+    biases), then an image-to-image Reshape, a bias that varies within a channel (an Add), a
+    Flatten before a Gemm, a Reshape from flat again and a last Flatten."""
+    from layerinv.convolution import Conv2dOperator
+
+    r = rng(42)
+    layers = list(Network.from_torch(dcgan()).layers)  # ... -> (1, 16, 16)
+    layers.append(Layer(Conv2dOperator(r.normal(size=(4, 3, 3, 3)), (4, 8, 8), stride=2,
+                                       padding=1, dilation=(1, 2), transposed=True,
+                                       output_padding=(1, 0)),
+                        r.normal(size=3 * 16 * 17), "leaky_relu(0.25)"))
+    layers.append(Layer(r.normal(size=(12, 3 * 16 * 17)), r.normal(size=12), "elu(0.5)"))
+    layers.append(Layer(Conv2dOperator(r.normal(size=(2, 3, 2, 1)), (3, 2, 2)), None,
+                        "identity"))
+    return layers
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_conv_networks_written_read_back_the_same(tmp_path, dtype):
+    from layerinv.convolution import Conv2dOperator
+
+    net = Network(conv_layers())
+    path = tmp_path / "conv.onnx"
+    net.to_onnx(path, dtype=dtype)
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    ops = [node.op_type for node in model.graph.node]
+    assert ops.count("Conv") + ops.count("ConvTranspose") == 5 and "Add" in ops
+    back = Network.from_onnx(path)
+    for ours, theirs in zip(back.layers, net.layers, strict=True):
+        assert type(ours.operator) is type(theirs.operator)
+        assert ours.activation == float32_activation(theirs.activation)
+        if isinstance(theirs.operator, Conv2dOperator):
+            a, b = ours.operator, theirs.operator
+            assert (a.input_shape, a.stride, a.padding, a.dilation, a.output_padding,
+                    a.transposed) == (b.input_shape, b.stride, b.padding, b.dilation,
+                                      b.output_padding, b.transposed)
+            np.testing.assert_array_equal(a.kernel, b.kernel.astype(dtype))
+        assert (ours.bias is None) == (theirs.bias is None)
+        if ours.bias is not None:
+            np.testing.assert_array_equal(ours.bias, theirs.bias.astype(dtype))
+    z = rng(43).normal(size=(4, net.input_dim))
+    tol = 1e-12 if dtype == "float64" else 1e-4
+    np.testing.assert_allclose(back.forward(z), net.forward(z), rtol=0, atol=tol)
+    # An independent evaluator computes the written file's map.
+    np.testing.assert_allclose(reference(model, z), net.forward(z), rtol=0, atol=tol)
+
+
+def conv_geometry(draw) -> dict:
+    transposed = draw(st.booleans())
+    stride, dilation = draw(st.tuples(st.integers(1, 3), st.integers(1, 3))), draw(
+        st.tuples(st.integers(1, 2), st.integers(1, 2)))
+    kernel = draw(st.tuples(st.integers(1, 3), st.integers(1, 3)))
+    padding = draw(st.tuples(st.integers(0, 2), st.integers(0, 2)))
+    extra = {}
+    if transposed:
+        extra["output_padding"] = tuple(draw(st.integers(0, max(s, d) - 1))
+                                        for s, d in zip(stride, dilation, strict=True))
+    return {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation,
+            "transposed": transposed, **extra}
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_conv_geometry_reads_as_onnx_computes_it(data):
+    from layerinv.convolution import Conv2dOperator
+
+    geometry = conv_geometry(data.draw)
+    c_in, c_out = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    image = (c_in, data.draw(st.integers(1, 7)), data.draw(st.integers(1, 7)))
+    r = rng(data.draw(st.integers(0, 10**6)))
+    shape = (c_in, c_out) if geometry["transposed"] else (c_out, c_in)
+    kernel = r.normal(size=(*shape, *geometry.pop("kernel")))
+    try:
+        operator = Conv2dOperator(kernel, image, **geometry)
+    except InputError:  # an empty output: not a convolution layerinv can hold
+        return
+    bias = r.normal(size=operator.n_out) if data.draw(st.booleans()) else None
+    net = Network([Layer(operator, bias, "relu")])
+    model = model_from_layers(net.layers)
+    back = Network.from_onnx(model)
+    z = r.normal(size=(3, net.input_dim))
+    expected = torch_conv(operator, bias, z)
+    np.testing.assert_allclose(net.forward(z), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(back.forward(z), expected, rtol=0, atol=1e-12)
+    # ONNX's own Conv / ConvTranspose on the written file, where onnx.reference can: it fails
+    # on an output padding >= the stride (which PyTorch allows below the dilation).
+    if not operator.transposed or all(
+            e < s for e, s in zip(operator.output_padding, operator.stride, strict=True)):
+        np.testing.assert_allclose(reference(model, z), expected, rtol=0, atol=1e-12)
+
+
+def torch_conv(operator, bias, z: np.ndarray) -> np.ndarray:
+    """relu(conv(z) + bias) by PyTorch's functional convolutions, flat in and out."""
+    x = torch.as_tensor(z.reshape(len(z), *operator.input_shape))
+    kernel = torch.tensor(operator.kernel)
+    geometry = {"stride": operator.stride, "padding": operator.padding,
+                "dilation": operator.dilation}
+    if operator.transposed:
+        out = torch.nn.functional.conv_transpose2d(x, kernel, output_padding=(
+            operator.output_padding), **geometry)
+    else:
+        out = torch.nn.functional.conv2d(x, kernel, **geometry)
+    out = out.reshape(len(z), -1).numpy()
+    return np.maximum(out if bias is None else out + bias, 0.0)
+
+
+def _conv_model(op="Conv", w_shape=(2, 4, 3, 3), bn_attrs=None, bn_outputs=("x",), **attrs):
+    """z (N, 16) -> Reshape (N, 4, 2, 2) -> `op` with `attrs` [-> BatchNormalization]."""
+    nodes = [helper.make_node("Reshape", ["z", "shape"], ["img"], name="to_image"),
+             helper.make_node(op, ["img", "W"], ["c" if bn_attrs is not None else "x"],
+                              name="the_conv", **attrs)]
+    inits = [init("shape", np.array([0, 4, 2, 2], dtype=np.int64)),
+             init("W", np.ones(w_shape, dtype=np.float32))]
+    if bn_attrs is not None:
+        nodes.append(helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"],
+                                      list(bn_outputs), name="the_norm", **bn_attrs))
+        channels = w_shape[1] if op == "ConvTranspose" else w_shape[0]
+        inits += [init(n, np.ones(channels, dtype=np.float32)) for n in "sbmv"]
+    outputs = [value(o, ["N", "M"]) for o in bn_outputs] if bn_attrs is not None else [
+        value("x", ["N", "M"])]
+    return graph_model(nodes, [value("z", ["N", 16])], outputs, inits)
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("group", r"Conv node 'the_conv' has group=2; only group=1"),
+    ("asymmetric_pads", r"Conv node 'the_conv' has pads \[1, 0, 0, 0\].*only symmetric"),
+    ("auto_pad", r"ConvTranspose node 'the_conv' has auto_pad='SAME_UPPER'; only NOTSET"),
+    ("output_shape", r"ConvTranspose node 'the_conv' has an output_shape attribute"),
+    ("kernel_shape", r"Conv node 'the_conv' has kernel_shape \[2, 2\] but W has shape"),
+    ("channels", r"Conv node 'the_conv': kernel of shape \(2, 3, 3, 3\) takes 3 input"),
+    ("training_bn", r"BatchNormalization node 'the_norm' has training_mode=1.*model\.eval"),
+    ("training_bn_three_outputs", r"BatchNormalization node 'the_norm' has training_mode=1"),
+])
+def test_conv_and_batch_norm_refusals_are_one_clear_line(case, message):
+    models = {
+        "group": lambda: _conv_model(w_shape=(2, 2, 1, 1), group=2),
+        "asymmetric_pads": lambda: _conv_model(pads=[1, 0, 0, 0]),
+        "auto_pad": lambda: _conv_model("ConvTranspose", (4, 2, 3, 3), auto_pad="SAME_UPPER",
+                                        strides=[2, 2]),
+        "output_shape": lambda: _conv_model("ConvTranspose", (4, 2, 3, 3),
+                                            output_shape=[5, 5]),
+        "kernel_shape": lambda: _conv_model(kernel_shape=[2, 2]),
+        "channels": lambda: _conv_model(w_shape=(2, 3, 3, 3)),
+        "training_bn": lambda: _conv_model(pads=[1, 1, 1, 1], bn_attrs={"training_mode": 1}),
+        "training_bn_three_outputs": lambda: _conv_model(
+            pads=[1, 1, 1, 1], bn_attrs={"training_mode": 1}, bn_outputs=("x", "rm", "rv")),
+    }
+    model = models[case]()
+    if case != "channels":  # (a channel mismatch is also the checker's to find)
+        onnx.checker.check_model(model)
+    with pytest.raises(UnsupportedLayerError, match=message) as info:
+        layers_from_onnx(model)
+    assert "\n" not in str(info.value)
+
+
+def test_a_batch_norm_in_a_hand_built_graph_reads_as_onnx_computes_it():
+    model = _conv_model(pads=[1, 1, 1, 1], bn_attrs={"epsilon": 0.25})
+    r = rng(44)
+    for tensor in model.graph.initializer:  # random weights and statistics, var > 0
+        if tensor.name in "Wsbmv":
+            values = r.normal(size=tuple(tensor.dims)).astype(np.float32)
+            if tensor.name == "v":
+                values = np.abs(values) + 0.1
+            tensor.CopyFrom(init(tensor.name, values))
+    net = Network.from_onnx(model)
+    z = r.normal(size=(5, 16))
+    np.testing.assert_allclose(net.forward(z), reference(model, z), rtol=0, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- hand-built graphs
@@ -262,24 +522,24 @@ def test_an_unwritable_path_is_one_clear_error(tmp_path):
 
 
 # --------------------------------------------------------------------------- refusals
-@pytest.mark.parametrize("op", ["Conv", "ConvTranspose", "BatchNormalization"])
-def test_convolutional_ops_are_refused_by_name(op):
-    one = np.ones(1, dtype=np.float32)
-    if op == "BatchNormalization":
-        extra, inits = ["s", "b", "m", "v"], [init(n, one) for n in "sbmv"]
+@pytest.mark.parametrize("op", ["AveragePool", "Resize"])
+def test_image_ops_from_torch_not_read_here_yet_are_refused_by_name(op):
+    if op == "AveragePool":
+        extra, inits, attrs = [], [], {"kernel_shape": [2, 2]}
     else:
-        extra, inits = ["W"], [init("W", np.ones((1, 1, 2, 2), dtype=np.float32))]
+        extra, attrs = ["", "scales"], {"mode": "nearest"}
+        inits = [init("scales", np.array([1, 1, 2, 2], dtype=np.float32))]
     nodes = [helper.make_node("Gemm", ["z", "G"], ["u"], name="g", transB=1),
              helper.make_node("Reshape", ["u", "shape"], ["img"], name="to_image"),
-             helper.make_node(op, ["img", *extra], ["x"], name="the_conv")]
+             helper.make_node(op, ["img", *extra], ["x"], name="the_op", **attrs)]
     inits += [init("G", np.ones((16, 3), dtype=np.float32)),
               init("shape", np.array([1, 1, 4, 4], dtype=np.int64))]
     model = graph_model(nodes, [value("z", [1, 3])], [value("x", ["N", "M"])], inits)
     with pytest.raises(UnsupportedLayerError) as info:
         layers_from_onnx(model)
     message = str(info.value)
-    assert op in message and "'the_conv'" in message and "not supported yet" in message
-    assert "supported ops: Gemm, MatMul" in message
+    assert op in message and "'the_op'" in message and "not supported yet" in message
+    assert "supported ops: Gemm, MatMul, Conv, ConvTranspose" in message
 
 
 def _gemm_model(extra_nodes=(), outputs=("x",), z_shape=("N", 3), w_dtype=np.float32,
@@ -300,13 +560,13 @@ def _gemm_model(extra_nodes=(), outputs=("x",), z_shape=("N", 3), w_dtype=np.flo
     ("int_input", "must be a float tensor"),
     ("rank_one_input", "export with a batch of one"),
     ("unknown_op", "Softmax node 's' is not supported"),
-    ("activation_first", "does not follow a Gemm or MatMul"),
-    ("bias_first", "does not follow a Gemm or MatMul"),
+    ("activation_first", r"does not follow a linear op \(Gemm, MatMul, Conv or ConvTr"),
+    ("bias_first", r"does not follow a linear op \(Gemm, MatMul, Conv or ConvTr"),
     ("transposed_data", "transA=0"),
     ("batch_moved", "keep the batch axis first"),
     ("runtime_weight", "more than once"),
     ("not_the_end", "not the end of the chain"),
-    ("no_layer", "holds no Gemm or MatMul"),
+    ("no_layer", "holds no linear op"),
 ])
 def test_graphs_that_are_not_one_chain_are_refused_clearly(case, message):
     w = init("W", np.ones((2, 3), dtype=np.float32))

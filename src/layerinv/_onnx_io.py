@@ -10,9 +10,14 @@ initializer, a Constant node, or shape arithmetic folded here) or the data: the 
 depends on the input. A data node must take the latest data tensor (a tensor used twice, or a
 node joining two, is a branch: refused). What each data op does is one table entry:
 
-- `_LINEAR_OPS` (Gemm, MatMul) open a layer with its linear operator (the table maps an op to
-  an operator and a bias; the convolutional ops will be entries here);
-- Add adds a constant to the open layer's bias;
+- `_LINEAR_OPS` (Gemm, MatMul, Conv, ConvTranspose) open a layer with its linear operator
+  (the table maps an op to an operator, a bias and the output shape); a convolution's is a
+  `Conv2dOperator` on the (C, H, W) image the tracked shape gives (group=1, symmetric pads,
+  auto_pad NOTSET: anything else refused by name);
+- Add adds a constant to the open layer's bias, and BatchNormalization (inference form) is
+  folded into the open layer as `Network.from_torch` folds an eval BatchNorm (the shared
+  `_affine.AffineChain`): its scale goes into the operator's rows (a convolution's kernel,
+  per channel), or, right after an activation, into the next linear op's columns;
 - `_ACTIVATION_OPS` (Relu, LeakyRelu, Tanh, Sigmoid, Elu) close the open layer;
 - `_RESHAPE_OPS` (Identity, Flatten, Reshape, Squeeze, Unsqueeze) only reshape: layerinv's
   vectors are the flattened (C order) per-sample tensors, so a reshape that keeps the batch
@@ -23,9 +28,12 @@ are tracked with the batch size the file states, or a stand-in (`_BATCH_STAND_IN
 symbolic, so that the exporters' Shape -> Slice -> Concat -> Reshape chains fold to constants.
 Every other dimension must be a number: a symbolic feature dimension is a shape that matters.
 
-Writing (`model_from_layers`, `layers_to_onnx`) builds the graph with onnx.helper directly
-(Gemm with transB=1 per layer, then its activation's node): no exporter, no PyTorch, and the
-weights stay float64 unless dtype='float32' is asked for (what most verifiers load).
+Writing (`model_from_layers`, `layers_to_onnx`) builds the graph with onnx.helper directly: per
+layer a Conv or ConvTranspose for a convolution operator (kernel and geometry, never its
+matrix; Reshape / Flatten nodes where the flat vectors meet images) or a Gemm with the dense
+matrix for any other operator (a product too), then its activation's node. No exporter, no
+PyTorch, and the weights stay float64 unless dtype='float32' is asked for (what most
+verifiers load).
 """
 
 from __future__ import annotations
@@ -37,9 +45,12 @@ from typing import Any
 
 import numpy as np
 
+from layerinv._affine import AffineChain, batch_norm_affine
 from layerinv.activations import Activation, get_activation
+from layerinv.convolution import Conv2dOperator, _per_channel
 from layerinv.errors import InputError, NetworkFileError, OutputError, UnsupportedLayerError
 from layerinv.layers import Layer, check_chain
+from layerinv.operators import DenseOperator, LinearOperator
 
 # A symbolic batch size is replaced by this while shapes are folded: a prime no feature
 # dimension is likely to equal, so a reshape that moves the batch axis cannot pass by chance.
@@ -57,8 +68,11 @@ _ACTIVATION_OPS: dict[str, tuple[str, float | None]] = {
 # parameter (LeakyReLU's slope, ELU's alpha) is the op's `alpha` attribute.
 _ONNX_OF_TORCH = {"ReLU": "Relu", "LeakyReLU": "LeakyRelu", "Tanh": "Tanh",
                   "Sigmoid": "Sigmoid", "ELU": "Elu"}
-# Convolutional ops wait for a convolution operator (operators.py): refused by name for now.
-_NOT_YET = ("Conv", "ConvTranspose", "BatchNormalization")
+# Linear image ops that `_torch_io` reads as convolution operators (from nn.AvgPool2d and a
+# nearest nn.Upsample) but this reader does not yet: refused by name.
+_NOT_YET = ("AveragePool", "Resize", "Upsample")
+# What a data node must follow, in messages.
+_LINEAR_TEXT = "linear op (Gemm, MatMul, Conv or ConvTranspose)"
 OPSET = 17
 """The opset of the files written (ONNX 1.12 and later read it)."""
 _IR_VERSION = 8  # the IR version of opset 17, so that older runtimes load the files
@@ -107,7 +121,8 @@ def _first_line(exc: BaseException) -> str:
 
 # --------------------------------------------------------------------------- reading
 def layers_from_onnx(source: object) -> list[Layer]:
-    """The layers of a Network equal to an ONNX model: one chain of fully connected layers.
+    """The layers of a Network equal to an ONNX model: one chain of fully connected and
+    convolutional layers.
 
     `source` is a path to an .onnx file or an onnx.ModelProto. Supported ops: see
     `SUPPORTED_OPS`. A file that is not ONNX is a NetworkFileError; a graph layerinv cannot
@@ -130,7 +145,8 @@ class _Chain:
         self.shapes = {self.data: self.shape}  # every data tensor's shape (for Shape nodes)
         self.used: set[str] = set()  # data tensors already consumed by a data node
         self.layers: list[Layer] = []
-        self.open: list[Any] | None = None  # [operator, bias, node] of the layer being read
+        self.open: AffineChain | None = None  # the layer being read (its affine map so far)
+        self.open_name = ""  # the node that opened it, for messages
 
     # ----------------------------------------------------------------- the graph's ends
     def _input(self) -> tuple[str, tuple[int, ...]]:
@@ -179,7 +195,7 @@ class _Chain:
                 f"input (that is {self.data!r}): the graph is not a single chain")
         self._close(get_activation("identity"))
         if not self.layers:
-            raise UnsupportedLayerError(f"{self.where} holds no Gemm or MatMul: no layer")
+            raise UnsupportedLayerError(f"{self.where} holds no {_LINEAR_TEXT}: no layer")
         try:
             return check_chain(self.layers)
         except InputError as exc:
@@ -207,57 +223,68 @@ class _Chain:
             raise UnsupportedLayerError(
                 f"{self.where}: {name} takes the data {self.data!r} more than once (as in z * z "
                 f"or z @ z): not a layer; weights must be constants")
-        outputs = [o for o in node.output if o]
-        if len(outputs) != 1:
-            raise UnsupportedLayerError(f"{self.where}: {name} has {len(outputs)} outputs; a "
-                                        f"chain node has one")
         op = node.op_type
         if op in _NOT_YET:
             raise UnsupportedLayerError(
-                f"{self.where}: {name} is a convolutional op, not supported yet (layerinv "
-                f"reads fully connected networks from ONNX for now); {_supported()}")
+                f"{self.where}: {name} is not supported yet (Network.from_torch reads its "
+                f"PyTorch module as a convolution, the ONNX reader does not); {_supported()}")
         if op in _LINEAR_OPS:
-            self._close(get_activation("identity"))
-            operator, bias, self.shape = _LINEAR_OPS[op](self, node, name)
-            self.open = [operator, bias, name]
+            operator, bias, shape = _LINEAR_OPS[op](self, node, name)
+            if self.open is not None and self.open.weighted:
+                self._close(get_activation("identity"))
+            self._chain(name).add(_operator(operator, name, self.where), bias, weighted=True)
+            self.shape = shape
         elif op == "Add":
             self._add(node, name)
+        elif op == "BatchNormalization":
+            self._chain(name).affine(*_batch_norm(self, node, name))
         elif op in _ACTIVATION_OPS:
             if self.open is None:
                 raise UnsupportedLayerError(
-                    f"{self.where}: {name} does not follow a Gemm or MatMul: each activation "
-                    f"must come right after one linear op")
+                    f"{self.where}: {name} does not follow a {_LINEAR_TEXT}: each activation "
+                    f"must come right after one")
             self._close(_activation(node, name, self.where))
         elif op in _RESHAPE_OPS:
             self.shape = self._reshape(node, name, _RESHAPE_OPS[op](self, node))
         else:
             raise UnsupportedLayerError(f"{self.where}: {name} is not supported; "
                                         f"{_supported()}")
+        # Checked after the op's own checks, so that a training-mode BatchNormalization (three
+        # outputs) is refused for what it is.
+        outputs = [o for o in node.output if o]
+        if len(outputs) != 1:
+            raise UnsupportedLayerError(f"{self.where}: {name} has {len(outputs)} outputs; a "
+                                        f"chain node has one")
         self.used.add(self.data)
         self.data = outputs[0]
         self.shapes[self.data] = self.shape
 
+    def _chain(self, name: str) -> AffineChain:
+        """The open layer's affine map, opened by node `name` where none is open (a batch norm
+        right after an activation scales the next linear op's columns)."""
+        if self.open is None:
+            self.open, self.open_name = AffineChain(), name
+        return self.open
+
     def _close(self, activation: Activation) -> None:
         if self.open is not None:
-            operator, bias, name = self.open
             try:
-                self.layers.append(Layer(operator, bias, activation))
+                self.layers.append(self.open.layer(activation))
             except InputError as exc:
-                raise UnsupportedLayerError(f"{self.where}: {name}: {exc}") from None
+                raise UnsupportedLayerError(f"{self.where}: {self.open_name}: {exc}") from None
             self.open = None
 
     def _add(self, node: Any, name: str) -> None:
         if self.open is None:
             raise UnsupportedLayerError(
-                f"{self.where}: {name} does not follow a Gemm or MatMul: an Add of a constant "
+                f"{self.where}: {name} does not follow a {_LINEAR_TEXT}: an Add of a constant "
                 f"is read as the bias of the linear op right before it")
         other = [i for i in node.input if i != self.data]
         if len(other) != 1:
             raise UnsupportedLayerError(f"{self.where}: {name} adds the data to itself; only a "
                                         f"constant bias can be added")
         addend = self.float_const(other[0], name)
-        bias = _bias_of(addend, self.shape, name, self.where)
-        self.open[1] = bias if self.open[1] is None else self.open[1] + bias
+        self.open.shift(_bias_of(addend, self.shape, name, self.where))
 
     def _reshape(self, node: Any, name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
         if (len(shape) < 2 or shape[0] != self.shape[0]
@@ -349,11 +376,112 @@ def _matmul(chain: _Chain, node: Any, name: str) -> tuple[np.ndarray, None, tupl
     return b.T, None, (*shape[:-1], b.shape[1])
 
 
+def _conv(chain: _Chain, node: Any, name: str) -> tuple[Conv2dOperator, np.ndarray | None,
+                                                        tuple[int, ...]]:
+    """Conv or ConvTranspose on images (batch, C, H, W): X the data, W and B constants."""
+    attrs = _attributes(node)
+    inputs = list(node.input) + [""] * (3 - len(node.input))
+    if inputs[0] != chain.data:
+        raise UnsupportedLayerError(f"{chain.where}: {name} must take the data as its first "
+                                    f"input X, and constant W and B")
+    if len(chain.shape) != 4:
+        raise UnsupportedLayerError(
+            f"{chain.where}: {name} takes data of shape {_shape_text(chain.shape)}; layerinv "
+            f"reads 2-D convolutions, on images (batch, C, H, W)")
+    kernel = chain.float_const(inputs[1], name)
+    operator = _conv_operator(kernel, chain.shape[1:], attrs, node.op_type == "ConvTranspose",
+                              f"{chain.where}: {name}")
+    bias = None
+    if inputs[2]:
+        b = chain.float_const(inputs[2], name)
+        if b.shape != (operator.output_shape[0],):
+            raise UnsupportedLayerError(
+                f"{chain.where}: {name}: B has shape {b.shape}; expected one value per output "
+                f"channel, ({operator.output_shape[0]},)")
+        bias = np.repeat(b, operator.output_shape[1] * operator.output_shape[2])
+    return operator, bias, (chain.shape[0], *operator.output_shape)
+
+
+def _conv_operator(kernel: np.ndarray, image: tuple[int, ...], attrs: dict[str, Any],
+                   transposed: bool, what: str) -> Conv2dOperator:
+    """The Conv2dOperator of a Conv / ConvTranspose node's attributes (ONNX's defaults)."""
+    group = int(attrs.get("group", 1))
+    if group != 1:
+        raise UnsupportedLayerError(f"{what} has group={group}; only group=1 is supported "
+                                    f"(no grouped or depthwise convolutions)")
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    if auto_pad != "NOTSET":
+        raise UnsupportedLayerError(f"{what} has auto_pad={auto_pad!r}; only NOTSET (explicit "
+                                    f"pads) is supported")
+    if "output_shape" in attrs:
+        raise UnsupportedLayerError(f"{what} has an output_shape attribute; only explicit pads "
+                                    f"and output_padding are supported")
+    if kernel.ndim != 4:
+        raise UnsupportedLayerError(f"{what}: W has shape {kernel.shape}; a 2-D convolution's "
+                                    f"kernel is 4-D")
+    shape = [int(v) for v in attrs.get("kernel_shape", kernel.shape[2:])]
+    if shape != list(kernel.shape[2:]):
+        raise UnsupportedLayerError(f"{what} has kernel_shape {shape} but W has shape "
+                                    f"{kernel.shape}")
+    pads = [int(v) for v in attrs.get("pads", [0, 0, 0, 0])]
+    if len(pads) != 4 or pads[:2] != pads[2:]:
+        raise UnsupportedLayerError(
+            f"{what} has pads {pads} (begin h, w, end h, w); only symmetric padding (begin = "
+            f"end) is supported")
+    extra = {"output_padding": _ints(attrs, "output_padding")} if transposed else {}
+    try:
+        return Conv2dOperator(kernel, image, stride=_ints(attrs, "strides", 1),
+                              padding=tuple(pads[:2]), dilation=_ints(attrs, "dilations", 1),
+                              transposed=transposed, **extra)
+    except InputError as exc:
+        raise UnsupportedLayerError(f"{what}: {exc}") from None
+
+
+def _ints(attrs: dict[str, Any], key: str, default: int = 0) -> tuple[int, ...]:
+    """A per-axis attribute (strides, dilations, output_padding) of a 2-D op, ONNX's default
+    on both axes where it is absent."""
+    return tuple(int(v) for v in attrs.get(key, (default, default)))
+
+
+def _operator(weight: np.ndarray | LinearOperator, name: str, where: str) -> LinearOperator:
+    if isinstance(weight, LinearOperator):
+        return weight
+    try:
+        return DenseOperator(weight)
+    except InputError as exc:  # a non-finite weight
+        raise UnsupportedLayerError(f"{where}: {name}: {exc}") from None
+
+
 _LINEAR_OPS: dict[str, Callable[[_Chain, Any, str], tuple[Any, Any, tuple[int, ...]]]] = {
     "Gemm": _gemm,
     "MatMul": _matmul,
+    "Conv": _conv,
+    "ConvTranspose": _conv,
 }
 """ONNX op -> (linear operator or matrix (n_out, n_in), bias or None, output shape)."""
+
+
+def _batch_norm(chain: _Chain, node: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, shift), flat, of an inference-mode BatchNormalization of the data."""
+    if int(_attributes(node).get("training_mode", 0)):
+        raise UnsupportedLayerError(
+            f"{chain.where}: {name} has training_mode=1, where it normalises by the batch's "
+            f"statistics; export the model in eval mode (model.eval())")
+    inputs = list(node.input)
+    if len(inputs) != 5 or inputs[0] != chain.data:
+        raise UnsupportedLayerError(f"{chain.where}: {name} must take the data as its first "
+                                    f"input X, and constant scale, B, mean and var")
+    channels = chain.shape[1] if len(chain.shape) >= 2 else 0
+    gamma, beta, mean, var = (chain.float_const(i, name) for i in inputs[1:])
+    for what, values in zip(("scale", "B", "mean", "var"), (gamma, beta, mean, var),
+                            strict=True):
+        if values.shape != (channels,):
+            raise UnsupportedLayerError(
+                f"{chain.where}: {name}: {what} has shape {values.shape} but the data has "
+                f"shape {_shape_text(chain.shape)}; expected one value per channel (axis 1)")
+    eps = float(_attributes(node).get("epsilon", 1e-5))
+    return batch_norm_affine(chain.shape[1:], mean, var, eps, gamma, beta)
 
 
 def _bias_of(value: np.ndarray, shape: tuple[int, ...], name: str, where: str) -> np.ndarray:
@@ -435,8 +563,8 @@ _RESHAPE_OPS: dict[str, Callable[[_Chain, Any], tuple[int, ...]]] = {
 }
 """ONNX op -> the data's new shape (the flat vectors are unchanged)."""
 
-SUPPORTED_OPS = (*_LINEAR_OPS, "Add (a bias)", *_ACTIVATION_OPS, *_RESHAPE_OPS,
-                 "Constant and shape arithmetic on constants")
+SUPPORTED_OPS = (*_LINEAR_OPS, "Add (a bias)", "BatchNormalization (inference)",
+                 *_ACTIVATION_OPS, *_RESHAPE_OPS, "Constant and shape arithmetic on constants")
 """The ONNX ops `layers_from_onnx` reads, for messages and docs."""
 
 
@@ -570,8 +698,12 @@ def _shape_text(shape: Sequence[int]) -> str:
 # --------------------------------------------------------------------------- writing
 def model_from_layers(layers: Sequence[Layer], *, dtype: str = "float64",
                       input_name: str = "z", output_name: str = "x") -> Any:
-    """An onnx.ModelProto computing the layers' map: per layer a Gemm (transB=1), then the
-    activation's op (none for identity). Input (batch, k), output (batch, n), batch symbolic.
+    """An onnx.ModelProto computing the layers' map. Per layer its linear op, then the
+    activation's op (none for identity): a convolution operator is a Conv or ConvTranspose
+    node (its kernel and geometry; a Reshape before it where the data is not yet its input
+    image, its bias as B where it is per channel, else an Add), any other operator a Gemm
+    (transB=1) holding its dense matrix (a Flatten before it where the data is an image).
+    Input (batch, k), output (batch, n) (a last Flatten where it is an image), batch symbolic.
 
     dtype 'float64' keeps the weights exactly; 'float32' rounds them (what most verifiers and
     runtimes load; a verifier's answer is then about the rounded network). An activation's
@@ -580,44 +712,90 @@ def model_from_layers(layers: Sequence[Layer], *, dtype: str = "float64",
     leaky_relu(0.30000001192092896); slopes such as 0.25 or 0.5 stay exact.
     """
     onnx = _onnx()
-    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    helper = onnx.helper
     if dtype not in ("float32", "float64"):
         raise InputError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
     layers = check_chain(layers)
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-    nodes, inits = [], []
-    current = input_name
+    graph = _Graph(input_name, dtype)
     for i, layer in enumerate(layers):
-        # An export: the file holds the dense matrix.
-        inits.append(numpy_helper.from_array(layer.operator.to_dense().astype(dtype),
-                                             f"layer{i}.weight"))
-        gemm_inputs = [current, f"layer{i}.weight"]
-        if layer.bias is not None:
-            inits.append(numpy_helper.from_array(layer.bias.astype(dtype), f"layer{i}.bias"))
-            gemm_inputs.append(f"layer{i}.bias")
-        last = i == len(layers) - 1
+        if isinstance(layer.operator, Conv2dOperator):
+            graph.conv(layer.operator, layer.bias, i)
+        else:
+            graph.gemm(layer, i)
         op = _onnx_op(layer.activation, i)
-        linear_out = output_name if last and op is None else f"layer{i}.linear"
-        nodes.append(helper.make_node("Gemm", gemm_inputs, [linear_out], name=f"layer{i}.gemm",
-                                      transB=1))
-        current = linear_out
         if op is not None:
-            out = output_name if last else f"layer{i}.out"
             attrs = {} if layer.activation.parameter is None else {
                 "alpha": float(layer.activation.parameter)}
-            nodes.append(helper.make_node(op, [current], [out], name=f"layer{i}.{op.lower()}",
-                                          **attrs))
-            current = out
-    graph = helper.make_graph(
-        nodes, "layerinv",
-        [helper.make_tensor_value_info(input_name, elem, ["batch", layers[0].n_in])],
-        [helper.make_tensor_value_info(output_name, elem, ["batch", layers[-1].n_out])],
-        initializer=inits)
-    model = helper.make_model(graph, producer_name="layerinv",
-                              opset_imports=[helper.make_opsetid("", OPSET)])
+            graph.node(op, [graph.data], f"layer{i}.{op.lower()}", **attrs)
+    graph.flatten("output.flatten")
+    graph.nodes[-1].output[0] = output_name  # the last node's output is the graph's
+    model = helper.make_model(
+        helper.make_graph(
+            graph.nodes, "layerinv",
+            [helper.make_tensor_value_info(input_name, elem, ["batch", layers[0].n_in])],
+            [helper.make_tensor_value_info(output_name, elem, ["batch", layers[-1].n_out])],
+            initializer=graph.inits),
+        producer_name="layerinv", opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = _IR_VERSION
     onnx.checker.check_model(model)
     return model
+
+
+class _Graph:
+    """The graph being written: its nodes and initializers, the data tensor, and the data's
+    image shape (C, H, W) where it is 4-D (None: flat (batch, n), as layerinv's vectors)."""
+
+    def __init__(self, data: str, dtype: str):
+        self.nodes: list[Any] = []
+        self.inits: list[Any] = []
+        self.data, self.dtype = data, dtype
+        self.image: tuple[int, int, int] | None = None
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.inits.append(_onnx().numpy_helper.from_array(value, name))
+        return name
+
+    def param(self, name: str, value: np.ndarray) -> str:
+        """A weight, kernel or bias, in the dtype of the file."""
+        return self.const(name, value.astype(self.dtype))
+
+    def node(self, op: str, inputs: list[str], name: str, **attrs: Any) -> None:
+        """A node on the data; its output (named as the node) is the data after it."""
+        self.nodes.append(_onnx().helper.make_node(op, inputs, [name], name=name, **attrs))
+        self.data = name
+
+    def flatten(self, name: str) -> None:
+        if self.image is not None:
+            self.node("Flatten", [self.data], name, axis=1)
+            self.image = None
+
+    def gemm(self, layer: Layer, i: int) -> None:
+        self.flatten(f"layer{i}.flatten")
+        # An export: the file holds the dense matrix.
+        inputs = [self.data, self.param(f"layer{i}.weight", layer.operator.to_dense())]
+        if layer.bias is not None:
+            inputs.append(self.param(f"layer{i}.bias", layer.bias))
+        self.node("Gemm", inputs, f"layer{i}.gemm", transB=1)
+
+    def conv(self, op: Conv2dOperator, bias: np.ndarray | None, i: int) -> None:
+        if self.image != op.input_shape:  # flat vectors (or another image) -> the input image
+            shape = self.const(f"layer{i}.image_shape",
+                               np.array([-1, *op.input_shape], dtype=np.int64))
+            self.node("Reshape", [self.data, shape], f"layer{i}.to_image")
+        inputs = [self.data, self.param(f"layer{i}.kernel", op.kernel)]
+        per_channel = None if bias is None else _per_channel(bias, op.output_shape)
+        if per_channel is not None:
+            inputs.append(self.param(f"layer{i}.bias", per_channel))
+        kind = "ConvTranspose" if op.transposed else "Conv"
+        extra = {"output_padding": list(op.output_padding)} if op.transposed else {}
+        self.node(kind, inputs, f"layer{i}.{kind.lower()}", kernel_shape=list(
+            op.kernel.shape[2:]), strides=list(op.stride), pads=[*op.padding, *op.padding],
+            dilations=list(op.dilation), group=1, **extra)
+        self.image = op.output_shape
+        if bias is not None and per_channel is None:  # a bias that varies within a channel
+            self.node("Add", [self.data, self.param(f"layer{i}.bias", bias.reshape(
+                op.output_shape))], f"layer{i}.add")
 
 
 def _onnx_op(activation: Activation, index: int) -> str | None:

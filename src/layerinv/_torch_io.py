@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from layerinv._affine import AffineChain, batch_norm_affine
 from layerinv.activations import (
     TORCH_MODULES,
     Activation,
@@ -26,7 +27,7 @@ from layerinv.activations import (
 from layerinv.convolution import Conv2dOperator
 from layerinv.errors import InputError, NetworkFileError, UnsupportedLayerError
 from layerinv.layers import Layer, check_chain
-from layerinv.operators import DenseOperator, LinearOperator, ProductOperator, SparseOperator
+from layerinv.operators import DenseOperator, LinearOperator, ProductOperator
 
 SUPPORTED_MODULES = (
     "Linear", "Conv2d", "ConvTranspose2d (groups=1, zero padding)",
@@ -57,72 +58,6 @@ class Bias(nn.Module):
 
 
 # --------------------------------------------------------------------- module -> layers
-class _Chain:
-    """The affine map between two activations, built module by module: factors in the order
-    of the matrix product (the last module first), a flat bias, and a diagonal scale waiting
-    for the next operator's columns (a batch norm right after an activation)."""
-
-    def __init__(self) -> None:
-        self.factors: list[LinearOperator] = []
-        self.bias: np.ndarray | None = None
-        self.pending_scale: np.ndarray | None = None
-        self.weighted = False  # holds a Linear or a convolution
-
-    def add(self, operator: LinearOperator, bias: np.ndarray | None, weighted: bool) -> None:
-        """The chain followed by x -> operator x + bias."""
-        moved = None if self.bias is None else operator.apply(self.bias)
-        if self.pending_scale is not None:
-            operator = operator.scaled(columns=self.pending_scale)
-            self.pending_scale = None
-        self.factors.insert(0, operator)
-        self.bias = bias if moved is None else moved if bias is None else moved + bias
-        self.weighted = self.weighted or weighted
-
-    def affine(self, scale: np.ndarray, shift: np.ndarray) -> None:
-        """The chain followed by x -> scale * x + shift (a batch norm, folded).
-
-        A per-channel scale passes through poolings and upsamplings (channel-diagonal
-        kernels commute with it) into the convolution before them, so that those stay
-        what they were (and export as themselves)."""
-        self.bias = shift if self.bias is None else scale * self.bias + shift
-        if not self.factors:
-            self.pending_scale = scale if self.pending_scale is None else scale * self.pending_scale
-            return
-        i = 0
-        while i < len(self.factors) - 1 and _channel_diagonal(self.factors[i]):
-            per_channel = _per_channel(scale, self.factors[i].output_shape)
-            if per_channel is None:
-                break
-            scale = np.repeat(per_channel, int(np.prod(self.factors[i].input_shape[1:])))
-            i += 1
-        self.factors[i] = self.factors[i].scaled(rows=scale)
-
-    def layer(self, activation: Activation) -> Layer:
-        factors = list(self.factors)
-        if self.pending_scale is not None:
-            factors.insert(0, SparseOperator.diagonal(self.pending_scale))
-        operator = factors[0] if len(factors) == 1 else ProductOperator(factors)
-        return Layer(operator, self.bias, activation)
-
-
-def _channel_diagonal(operator: LinearOperator) -> bool:
-    """A convolution mapping each channel to itself alone (a pooling, an upsampling)."""
-    if not isinstance(operator, Conv2dOperator):
-        return False
-    channels = operator.input_shape[0]
-    if operator.output_shape[0] != channels:
-        return False
-    off = operator.kernel.copy()
-    off[np.arange(channels), np.arange(channels)] = 0.0
-    return not off.any()
-
-
-def _per_channel(scale: np.ndarray, image: tuple[int, ...]) -> np.ndarray | None:
-    """One value per channel where a flat scale over the image is constant on each channel."""
-    by_channel = scale.reshape(image[0], -1)
-    return by_channel[:, 0] if np.all(by_channel == by_channel[:, :1]) else None
-
-
 def layers_from_module(module: nn.Module, input_shape: Sequence[int] | None = None
                        ) -> list[Layer]:
     """The layers of a Network equal to an nn.Sequential in eval mode; anything the layers
@@ -150,7 +85,7 @@ def layers_from_module(module: nn.Module, input_shape: Sequence[int] | None = No
     else:
         children = list(_flatten(module, ""))
     layers: list[Layer] = []
-    chain: _Chain | None = None
+    chain: AffineChain | None = None
     for path, child in children:
         activation = activation_from_torch(child, path)
         if activation is not None:
@@ -173,7 +108,7 @@ def layers_from_module(module: nn.Module, input_shape: Sequence[int] | None = No
             chain = None
         step = _affine_step(child, shape, path)
         if chain is None:
-            chain = _Chain()
+            chain = AffineChain()
         if step.operator is not None:
             chain.add(step.operator, step.bias, weighted)
         else:
@@ -187,7 +122,7 @@ def layers_from_module(module: nn.Module, input_shape: Sequence[int] | None = No
     return check_chain(layers)
 
 
-def _close(chain: _Chain, activation: Activation, path: str) -> Layer:
+def _close(chain: AffineChain, activation: Activation, path: str) -> Layer:
     try:
         return chain.layer(activation)
     except InputError as exc:
@@ -309,15 +244,12 @@ def _batch_norm_step(norm: nn.Module, shape: tuple[int, ...] | None, path: str) 
             f"{type(norm).__name__} at index {path} takes inputs of shape {expected} with "
             f"C = {norm.num_features} but gets shape {shape}"
             + ("; pass input_shape=(...) to Network.from_torch" if shape is None else ""))
-    scale = 1.0 / np.sqrt(_to_numpy(norm.running_var) + norm.eps)
-    if norm.affine:  # PyTorch import (an export's reverse): norm.weight is gamma, a vector
-        scale = scale * _to_numpy(norm.weight)
-    shift = -scale * _to_numpy(norm.running_mean)
-    if norm.affine:
-        shift = shift + _to_numpy(norm.bias)
-    repeat = int(np.prod(shape[1:]))
-    return _Step(int(np.prod(shape)), shape, scale=np.repeat(scale, repeat),
-                 shift=np.repeat(shift, repeat))
+    # PyTorch import (an export's reverse): norm.weight is gamma, a vector
+    gamma = _to_numpy(norm.weight) if norm.affine else None
+    scale, shift = batch_norm_affine(shape, _to_numpy(norm.running_mean),
+                                     _to_numpy(norm.running_var), norm.eps, gamma,
+                                     _to_numpy(norm.bias) if norm.affine else None)
+    return _Step(int(np.prod(shape)), shape, scale=scale, shift=shift)
 
 
 def _image(child: nn.Module, shape: tuple[int, ...] | None, path: str) -> tuple[int, int, int]:

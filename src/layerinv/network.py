@@ -159,15 +159,17 @@ class Network:
     # ----------------------------------------------------------------- ONNX
     @classmethod
     def from_onnx(cls, source: str | os.PathLike[str] | Any) -> Network:
-        """From an ONNX file or onnx.ModelProto holding one chain of Gemm or MatMul(+Add)
-        layers and activations (`_onnx_io.layers_from_onnx`; needs the `onnx` extra)."""
+        """From an ONNX file or onnx.ModelProto holding one chain of Gemm, MatMul, Conv or
+        ConvTranspose (+Add, +BatchNormalization) layers and activations
+        (`_onnx_io.layers_from_onnx`; needs the `onnx` extra)."""
         from layerinv._onnx_io import layers_from_onnx
 
         return cls(layers_from_onnx(source))
 
     def to_onnx(self, path: str | os.PathLike[str], *, dtype: str = "float64") -> None:
-        """Write the network as an ONNX file: Gemm + activation per layer, float64 unless
-        dtype='float32' (activation slopes are float32 attributes in ONNX)."""
+        """Write the network as an ONNX file: Gemm (Conv or ConvTranspose for a convolution)
+        + activation per layer, float64 unless dtype='float32' (activation slopes are float32
+        attributes in ONNX)."""
         from layerinv._onnx_io import layers_to_onnx
 
         layers_to_onnx(self.layers, path, dtype=dtype)
