@@ -141,6 +141,8 @@ def test_training_a_tiny_conv_vae_writes_loadable_files(tmp_path):
         "mnist_heldout_digits.npz"]
     net = mnist_generator("conv", directory=out)
     assert [type(layer.operator) for layer in net.layers] == [kind for kind, *_ in CONV_LAYERS]
+    assert [layer.activation.name for layer in net.layers] == ["relu"] * 3
+    assert net.layers[1].operator.output_shape == (16, 14, 14)
     assert mnist_encoder("conv", directory=out)(np.zeros(784)).shape == (20,)
     meta = mnist_metadata("conv", directory=out)
     assert meta["epochs"] == 2 and len(meta["history"]) == 2 and meta["decoder_bias"] is True
