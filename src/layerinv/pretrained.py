@@ -6,7 +6,8 @@
   convolutional, with biases: 20 -> 1568 (dense, ReLU; a 32 x 7 x 7 image) -> 3136 (a
   transposed 4 x 4 stride-2 convolution to 16 x 14 x 14, ReLU) -> 784 (another, to
   1 x 28 x 28, ReLU), its BatchNorms folded; piecewise linear like the other two, but its
-  last layer narrows (3136 -> 784), so only the whole-network methods invert it.
+  last layer narrows (3136 -> 784): not invertible one layer at a time, the methods that
+  solve the whole network (linf's joint solve, 'pattern', 'exact') invert it.
 - `mnist_encoder(kind)`: that VAE's encoder, an `Encoder` (numpy only): `encoder(x)` maps
   images (B, 784) or (784,) in [0, 1] to the posterior mean (B, 20): the amortised baseline.
 - `mnist_digits()`: 200 real digits that no shipped VAE saw in training.

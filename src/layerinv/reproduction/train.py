@@ -18,8 +18,9 @@ output is a ReLU, as the paper's 'relu' decoder has, not a sigmoid: the whole ne
 piecewise linear, so the exact MILP (`layerinv.exact`), the pattern method's joint solve and
 method='auto' all apply to it as they do to the dense ones. BatchNorm trains in training mode
 (batch statistics) and is folded at export (`decoder.eval()` before `Network.from_torch`). Its
-layers are not all expansive (3136 -> 784 in the last): the layer-wise LPs cannot invert it
-one layer at a time, the whole-network methods can; it is the shipped test case for that.
+layers are not all expansive (3136 -> 784 in the last): a layer-wise LP's pre-image of that
+layer is not unique, and the l_inf/l_1 methods need the joint solve of the whole network
+(`invert(..., joint=True)`, the default); it is the shipped test case for that.
 
 All share one encoder architecture, 784 x 256 (ReLU, with bias) x 40 (identity, with bias),
 whose 40 outputs are [mean (20), log-variance (20)] of the Gaussian posterior q(z | x).
