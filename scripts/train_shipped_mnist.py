@@ -9,7 +9,14 @@ runs, from the repository root,
 
 (defaults: 100 epochs each, batch 250, Adam lr 2e-3, beta 1). ../shared/data/mnist_10k.npz holds
 10,000 real MNIST digits (see src/layerinv/data/README.md for provenance and licence; sha256 in
-the JSON files written next to the weights). Extra arguments are passed on, e.g. --kind relu.
+the JSON files written next to the weights). Extra arguments are passed on and, given after
+COMMAND's, win over its: `--kind conv` trains the convolutional VAE alone (the relu and
+leaky_relu files are not touched; the held-out digits file is rewritten with the same digits),
+`--data PATH` reads the digits elsewhere (from a git worktree, ../shared is not beside it).
+The shipped conv files were made with
+
+    OMP_NUM_THREADS=1 python scripts/train_shipped_mnist.py --kind conv \
+        --data /work/shared/data/mnist_10k.npz
 """
 
 from __future__ import annotations

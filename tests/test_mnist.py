@@ -192,7 +192,8 @@ def test_fresh_install_without_network_or_torch(tmp_path):
         names = archive.namelist()
         archive.extractall(tmp_path / "site")
     for name in ("mnist_relu_decoder.npz", "mnist_relu_encoder.npz", "mnist_leaky_relu_decoder.npz",
-                 "mnist_leaky_relu_encoder.npz", "mnist_heldout_digits.npz", "mnist_relu.json"):
+                 "mnist_leaky_relu_encoder.npz", "mnist_heldout_digits.npz", "mnist_relu.json",
+                 "mnist_conv_decoder.npz", "mnist_conv_encoder.npz", "mnist_conv.json"):
         assert f"layerinv/data/{name}" in names
     script = textwrap.dedent(f"""
         import sys
@@ -208,6 +209,8 @@ def test_fresh_install_without_network_or_torch(tmp_path):
         from layerinv.pretrained import mnist_generator, mnist_encoder, mnist_digits
         net = mnist_generator("relu")
         mnist_generator("leaky_relu")
+        conv = mnist_generator("conv")  # convolutions load without PyTorch too
+        assert type(conv.layers[-1].operator).__name__ == "Conv2dOperator"
         digits = mnist_digits()
         z = mnist_encoder("relu")(digits.images[:5])
         result = layerinv.invert(net, net.forward(z), "linf", progress=False)

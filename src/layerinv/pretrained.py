@@ -2,10 +2,15 @@
 
 - `mnist_generator(kind)`: the decoder of a VAE trained on 9,000 real MNIST digits, as a
   `Network`: 'relu' is 20 x 60 x 784, ReLU, no bias, ReLU on the output (Lei et al. 2019's
-  network); 'leaky_relu' is 20 x 200 x 500 x 784, LeakyReLU(0.2), no bias.
+  network); 'leaky_relu' is 20 x 200 x 500 x 784, LeakyReLU(0.2), no bias; 'conv' is
+  convolutional, with biases: 20 -> 1568 (dense, ReLU; a 32 x 7 x 7 image) -> 3136 (a
+  transposed 4 x 4 stride-2 convolution to 16 x 14 x 14, ReLU) -> 784 (another, to
+  1 x 28 x 28, ReLU), its BatchNorms folded; piecewise linear like the other two, but its
+  last layer narrows (3136 -> 784): not invertible one layer at a time, the methods that
+  solve the whole network (linf's joint solve, 'pattern', 'exact') invert it.
 - `mnist_encoder(kind)`: that VAE's encoder, an `Encoder` (numpy only): `encoder(x)` maps
   images (B, 784) or (784,) in [0, 1] to the posterior mean (B, 20): the amortised baseline.
-- `mnist_digits()`: 200 real digits that neither VAE saw in training.
+- `mnist_digits()`: 200 real digits that no shipped VAE saw in training.
 - `mnist_metadata(kind)`: how the VAE was trained (epochs, loss, seed, data, quality).
 
 The files live in `layerinv/data/` and are read with importlib.resources, so they work from an
@@ -30,7 +35,10 @@ from layerinv.datasets import IMAGE_SIZE, Digits
 from layerinv.errors import InputError, NetworkFileError
 from layerinv.network import Network
 
-KINDS = ("relu", "leaky_relu")
+KINDS = ("relu", "leaky_relu", "conv")
+"""The shipped generators."""
+PAPER_KINDS = ("relu", "leaky_relu")
+"""The two with the paper's decoders: what the reproduction's MNIST experiment runs."""
 LATENT_DIM = 20
 HELDOUT_FILE = "mnist_heldout_digits.npz"
 
@@ -65,7 +73,7 @@ class Encoder:
 
 def mnist_generator(kind: str = "relu", *, directory: str | os.PathLike[str] | None = None
                     ) -> Network:
-    """The decoder of the shipped MNIST VAE ('relu' or 'leaky_relu') as a layerinv Network."""
+    """The decoder of the shipped MNIST VAE ('relu', 'leaky_relu' or 'conv') as a Network."""
     return _load_network(f"mnist_{_check_kind(kind)}_decoder.npz", directory)
 
 

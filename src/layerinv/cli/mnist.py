@@ -15,8 +15,11 @@ from typing import Any
 
 from layerinv._validation import SEED, check_distinct, float_arg, int_arg, output_path, write_output
 from layerinv.errors import InputError
-from layerinv.pretrained import KINDS
+from layerinv.pretrained import KINDS, PAPER_KINDS
 from layerinv.reproduction.experiments.mnist import METHODS
+
+TRAIN_GROUPS = {"both": PAPER_KINDS, "all": KINDS}
+"""`train-mnist --kind`'s names for several kinds: 'both' kept its meaning when 'conv' came."""
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -28,17 +31,20 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train-mnist", help="train the MNIST VAEs whose decoders layerinv ships (PyTorch)",
         description="Train a VAE with the paper's decoder (20 x 60 x 784, ReLU, no bias, ReLU "
-                    "output) and/or the LeakyReLU decoder 20 x 200 x 500 x 784 on MNIST "
-                    "digits, keeping some out of training, and write decoder, encoder, "
-                    "training record and held-out digits to --out.")
+                    "output), the LeakyReLU decoder 20 x 200 x 500 x 784 and/or the "
+                    "convolutional decoder ('conv': Linear, two transposed convolutions, "
+                    "BatchNorm folded, ReLU output) on MNIST digits, keeping some out of "
+                    "training, and write decoder, encoder, training record and held-out "
+                    "digits to --out.")
     p.add_argument("--data", required=True,
                    help="digits: .npz (images/labels or Keras's x_train...), IDX file or "
                         "directory")
     p.add_argument("--out", required=True, help="directory to write the .npz/.json files to")
-    p.add_argument("--kind", default="both", choices=(*KINDS, "both"),
-                   help="which decoder to train (default: both)")
+    p.add_argument("--kind", default="both", choices=(*KINDS, *TRAIN_GROUPS),
+                   help="which decoder to train: 'both' is the paper's two (relu and "
+                        "leaky_relu), 'all' adds conv (default: both)")
     p.add_argument("--epochs", type=int_arg(1), default=None,
-                   help="epochs (default: 100)")
+                   help="epochs (default: 100 for relu, leaky_relu and conv)")
     p.add_argument("--heldout", type=int_arg(1), default=1000,
                    help="digits kept out of training")
     p.add_argument("--ship", type=int_arg(0), default=200,
@@ -89,7 +95,7 @@ def run_train_mnist(args: argparse.Namespace) -> int:
         raise InputError(f"--out: {args.out!r} is a file; expected a folder to write the "
                          f"decoders into")
 
-    kinds = KINDS if args.kind == "both" else (args.kind,)
+    kinds = TRAIN_GROUPS.get(args.kind, (args.kind,))
     summary = train_mnist(args.data, args.out, kinds=kinds, heldout=args.heldout,
                           ship=args.ship, limit=args.limit, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, seed=args.seed,

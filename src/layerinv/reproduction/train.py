@@ -1,12 +1,28 @@
 """Train the MNIST VAEs whose decoders layerinv ships (needs PyTorch).
 
-Two variational autoencoders (Kingma and Welling, 2014) with a 20-dimensional latent, one per
-decoder of Lei, Jalal, Dhillon and Dimakis (NeurIPS 2019, section 5):
+Three variational autoencoders (Kingma and Welling, 2014) with a 20-dimensional latent, two
+with the decoders of Lei, Jalal, Dhillon and Dimakis (NeurIPS 2019, section 5) (PAPER_KINDS)
+and one convolutional:
 
 - 'relu': decoder 20 x 60 x 784, ReLU, no bias, ReLU also on the output (the paper's network);
-- 'leaky_relu': decoder 20 x 200 x 500 x 784, LeakyReLU (slope 0.2) on every layer, no bias.
+- 'leaky_relu': decoder 20 x 200 x 500 x 784, LeakyReLU (slope 0.2) on every layer, no bias;
+- 'conv': Linear(20, 32*7*7) -> Unflatten(32, 7, 7) -> BatchNorm2d -> ReLU ->
+  ConvTranspose2d(32, 16, 4, stride 2, padding 1) -> BatchNorm2d -> ReLU ->
+  ConvTranspose2d(16, 1, 4, 2, 1) -> Flatten -> ReLU, with biases (CONV_MODULES). Exported
+  (BatchNorm folded with its running statistics) it is three layers, 20 -> 1568 (dense) ->
+  3136 (16 x 14 x 14) -> 784 (1 x 28 x 28), the last two `Conv2dOperator`s.
 
-Both share one encoder architecture, 784 x 256 (ReLU, with bias) x 40 (identity, with bias),
+Why this 'conv' decoder (issue 14): a DCGAN-style generator small enough to ship (41,489
+weights) and to train in minutes on one thread, whose every activation is piecewise linear. Its
+output is a ReLU, as the paper's 'relu' decoder has, not a sigmoid: the whole network is then
+piecewise linear, so the exact MILP (`layerinv.exact`), the pattern method's joint solve and
+method='auto' all apply to it as they do to the dense ones. BatchNorm trains in training mode
+(batch statistics) and is folded at export (`decoder.eval()` before `Network.from_torch`). Its
+layers are not all expansive (3136 -> 784 in the last): a layer-wise LP's pre-image of that
+layer is not unique, and the l_inf/l_1 methods need the joint solve of the whole network
+(`invert(..., joint=True)`, the default); it is the shipped test case for that.
+
+All share one encoder architecture, 784 x 256 (ReLU, with bias) x 40 (identity, with bias),
 whose 40 outputs are [mean (20), log-variance (20)] of the Gaussian posterior q(z | x).
 
 The loss per digit is the negative ELBO of a Gaussian decoder with fixed variance 1/2,
@@ -19,7 +35,9 @@ can differ in their last bits with another BLAS or thread count).
 
 The trained weights are float32; they are written with `Network.save` and then re-packed with
 float32 arrays in a compressed archive (`save_compact`): `Network.load` reads it back exactly
-(float32 to float64 is exact), at a quarter of the size.
+(float32 to float64 is exact), at a quarter of the size. Arrays that float32 does not hold
+exactly stay float64: the conv decoder's first two layers, whose BatchNorm is folded in
+float64.
 """
 
 from __future__ import annotations
@@ -46,14 +64,18 @@ from layerinv._version import __version__
 from layerinv.datasets import IMAGE_SIZE, load_mnist
 from layerinv.errors import InputError
 from layerinv.network import Network
-from layerinv.pretrained import KINDS
+from layerinv.pretrained import KINDS, PAPER_KINDS
 
 LATENT_DIM = 20
 ENCODER_HIDDEN = 256
 LEAKY_SLOPE = 0.2
 DECODER_WIDTHS = {"relu": (LATENT_DIM, 60, IMAGE_SIZE),
                   "leaky_relu": (LATENT_DIM, 200, 500, IMAGE_SIZE)}
-DEFAULT_EPOCHS = {"relu": 100, "leaky_relu": 100}
+"""The dense decoders' widths (no bias); 'conv' is CONV_CHANNELS on a CONV_SIDE grid."""
+CONV_CHANNELS = (32, 16)
+"""The conv decoder's channels on its 7 x 7 and 14 x 14 grids (then 1 on 28 x 28)."""
+CONV_SIDE = 7
+DEFAULT_EPOCHS = {"relu": 100, "leaky_relu": 100, "conv": 100}
 DEFAULT_BATCH_SIZE = 250
 DEFAULT_LR = 2e-3
 DEFAULT_BETA = 1.0
@@ -74,12 +96,29 @@ def metadata_file(kind: str) -> str:
 
 # ------------------------------------------------------------------------------ models
 def build_decoder(kind: str) -> nn.Sequential:
-    """The paper's decoder: Linear layers without bias, each followed by its activation."""
-    widths = DECODER_WIDTHS[_check_kind(kind)]
+    """The decoder of a kind: the paper's (Linear layers without bias, each followed by its
+    activation) or the convolutional one (`build_conv_decoder`)."""
+    if _check_kind(kind) == "conv":
+        return build_conv_decoder()
+    widths = DECODER_WIDTHS[kind]
     modules: list[nn.Module] = []
     for n_in, n_out in itertools.pairwise(widths):
         modules.append(nn.Linear(n_in, n_out, bias=False))
         modules.append(nn.ReLU() if kind == "relu" else nn.LeakyReLU(LEAKY_SLOPE))
+    return nn.Sequential(*modules)
+
+
+def build_conv_decoder(channels: Sequence[int] = CONV_CHANNELS, side: int = CONV_SIDE
+                       ) -> nn.Sequential:
+    """Linear to channels[0] x side x side, then per further channel count a stride-2
+    ConvTranspose2d (4 x 4, padding 1: the side doubles) to it and to one channel last; a
+    BatchNorm2d and a ReLU after each but the last, and a ReLU on the flat output."""
+    first, *rest = channels
+    modules: list[nn.Module] = [nn.Linear(LATENT_DIM, first * side * side),
+                                nn.Unflatten(1, (first, side, side))]
+    for n_in, n_out in itertools.pairwise([first, *rest, 1]):
+        modules += [nn.BatchNorm2d(n_in), nn.ReLU(), nn.ConvTranspose2d(n_in, n_out, 4, 2, 1)]
+    modules += [nn.Flatten(), nn.ReLU()]
     return nn.Sequential(*modules)
 
 
@@ -147,8 +186,12 @@ def train_vae(images: np.ndarray, kind: str = "relu", *, epochs: int | None = No
     bar.close()
     config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "beta": beta, "seed": seed,
               "optimizer": "Adam (betas 0.9, 0.999)", "training_digits": n}
+    seconds = time.perf_counter() - started
+    # Eval mode: BatchNorm folds with its running statistics (from_torch refuses training mode).
+    decoder.eval()
+    encoder.eval()
     return TrainedVAE(kind, Network.from_torch(decoder), Network.from_torch(encoder),
-                      history, config, time.perf_counter() - started)
+                      history, config, seconds)
 
 
 def split_heldout(n: int, heldout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -194,7 +237,7 @@ def reconstruction_error(decoder: Network, encoder: Network, images: np.ndarray)
 
 
 def train_mnist(data: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                kinds: Sequence[str] = KINDS, heldout: int = 1000, ship: int = 200,
+                kinds: Sequence[str] = PAPER_KINDS, heldout: int = 1000, ship: int = 200,
                 limit: int | None = None, epochs: int | None = None,
                 batch_size: int = DEFAULT_BATCH_SIZE, lr: float = DEFAULT_LR,
                 beta: float = DEFAULT_BETA, seed: int = 0,
@@ -242,9 +285,7 @@ def train_mnist(data: str | os.PathLike[str], out: str | os.PathLike[str], *,
         save_compact(result.encoder, paths[1])
         meta = {
             "kind": kind,
-            "decoder_widths": list(result.decoder.widths),
-            "decoder_activations": [repr(layer.activation) for layer in result.decoder.layers],
-            "decoder_bias": False,
+            **decoder_architecture(kind, result.decoder),
             "encoder_widths": list(result.encoder.widths),
             "encoder_output": "[mean (20), log-variance (20)]",
             "loss": "sum of squared errors + beta * KL(q(z|x) || N(0, I)), batch mean",
@@ -262,6 +303,22 @@ def train_mnist(data: str | os.PathLike[str], out: str | os.PathLike[str], *,
         written.extend(str(p) for p in paths)
         summary["quality"][kind] = quality
     return summary
+
+
+def decoder_architecture(kind: str, decoder: Network) -> dict[str, Any]:
+    """The decoder's entries of a kind's metadata JSON: widths, activations and bias; for
+    'conv' also the PyTorch modules it was trained as and the exported layers' operators."""
+    entries: dict[str, Any] = {
+        "decoder_widths": list(decoder.widths),
+        "decoder_activations": [repr(layer.activation) for layer in decoder.layers],
+        "decoder_bias": any(layer.bias is not None for layer in decoder.layers),
+    }
+    if kind == "conv":
+        entries["decoder_modules"] = [repr(module) for module in build_decoder(kind)]
+        entries["decoder_layers"] = [repr(layer.operator) for layer in decoder.layers]
+        entries["batch_norm"] = ("trained in training mode (batch statistics), folded into "
+                                 "the layers before it with its running statistics")
+    return entries
 
 
 def _sha256(path: str | os.PathLike[str]) -> str:

@@ -61,7 +61,7 @@ from layerinv._walk import Inversion, invert
 from layerinv.datasets import IMAGE_SIDE, IMAGE_SIZE
 from layerinv.errors import InputError
 from layerinv.network import Layer, Network
-from layerinv.pretrained import KINDS, Encoder, mnist_digits, mnist_encoder, mnist_generator
+from layerinv.pretrained import PAPER_KINDS, Encoder, mnist_digits, mnist_encoder, mnist_generator
 from layerinv.reproduction.report import not_run, pyplot, save_figure
 from layerinv.results import GRADIENT_METHODS
 
@@ -401,8 +401,9 @@ def denoise(kind: str = "relu", *, n: int = 100, source: str = "gaussian",
             ) -> list[dict[str, Any]]:
     """Denoising: x = G(z*) + N(0, variance) per pixel; one row per (instance, method).
 
-    `kind` picks the shipped generator ('relu' or 'leaky_relu'); `generator` (and `encoder`)
-    replace it. `figure` saves the paper's grid of the first instances as a PNG.
+    `kind` picks the shipped generator ('relu', 'leaky_relu' or 'conv'; the registry grid
+    runs the first two, PAPER_KINDS); `generator` (and `encoder`) replace it. `figure` saves
+    the paper's grid of the first instances as a PNG.
     """
     run = denoise_run(kind, n=n, source=source, variance=variance, methods=methods, seed=seed,
                       generator=generator, encoder=encoder, prior=prior, progress=progress)
@@ -645,7 +646,7 @@ PAPER = (
 
 def grid(quick: bool, trials: int | None) -> list[dict[str, Any]]:
     count = trials if trials is not None else (QUICK_TRIALS if quick else TRIALS)
-    kinds = ("relu",) if quick else KINDS
+    kinds = ("relu",) if quick else PAPER_KINDS
     sources = ("gaussian",) if quick else SOURCES
     out = []
     for kind in kinds:
@@ -691,7 +692,7 @@ def batch_key(params: dict[str, Any]) -> tuple | None:
 def shared(quick: bool) -> dict[str, Any]:
     """Per generator kind: (generator, encoder, held-out digits, their labels)."""
     digits = mnist_digits()
-    kinds = ("relu",) if quick else KINDS
+    kinds = ("relu",) if quick else PAPER_KINDS
     return {kind: (mnist_generator(kind), mnist_encoder(kind), digits.images, digits.labels)
             for kind in kinds}
 
