@@ -92,6 +92,25 @@ def test_auto_on_a_contracting_network_is_the_pattern_method():
     auto, pattern = invert(net, x, progress=False), invert(net, x, "pattern", progress=False)
     np.testing.assert_array_equal(auto.z, pattern.z)
     assert list(auto.status) == list(pattern.status)
+    assert all(reports == [] for reports in auto.layers)  # no layer-wise reports: no walk
+
+
+def test_gauss_newton_equations_of_a_conv_network_are_those_of_its_dense_matrices():
+    """The matrix-free Jacobian (products with the columns) against the dense rows' one."""
+    from layerinv import Layer, Network
+    from layerinv._pattern import Objective, _normal_equations
+
+    conv = random_dcgan(8, (8, 4), 2, seed=0, output_channels=2)
+    dense = Network([Layer(layer.operator.to_dense(), layer.bias, layer.activation)
+                     for layer in conv.layers])
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((4, 8))
+    target = conv(rng.standard_normal(8))
+    for rows in (None, rng.standard_normal((30, conv.output_dim))):
+        objective = Objective(target if rows is None else rows @ target, "l2", 1e-3, rows)
+        for a, b in zip(_normal_equations(conv, objective, z),
+                        _normal_equations(dense, objective, z), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
 def test_an_exact_fit_from_z0_skips_the_random_starts_and_noise_does_not():
@@ -107,6 +126,11 @@ def test_an_exact_fit_from_z0_skips_the_random_starts_and_noise_does_not():
     assert noisy.regions.starts == 9  # z = 0 and the 8 draws
     with_prior = invert(net, x, "pattern", starts=8, prior=1e-6, progress=False)
     assert with_prior.regions.starts == 9  # a prior's optimum is not a zero residual
+    # Noise far below EXACT_HINT looks exact to Gauss-Newton, but its polished fit is not
+    # 'optimal' (a residual above rtol): the random starts run after all.
+    faint = invert(net, x + 1e-8 * rng.standard_normal(x.shape), "pattern", starts=8,
+                   progress=False)
+    assert faint.status == Status.LOCAL_OPTIMUM and faint.regions.starts == 9
 
 
 def test_the_joint_solve_finishes_linf_through_a_smooth_contracting_output():
