@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import argparse
 import resource
-import time
 
 import numpy as np
+from bench_pattern import PRIOR, _relative, _timed  # benchmarks/: the script's directory
 
 import layerinv
 from layerinv import measurements, pretrained
@@ -35,17 +35,6 @@ from layerinv._pattern import _rank, pattern_at, region_of
 from layerinv.network import random_dcgan
 
 RECOVERED = 1e-6
-PRIOR = 0.3 / 784  # the MAP prior weight at noise variance 0.3 (bench_pattern.py says why)
-
-
-def _relative(z_hat: np.ndarray, z: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(z_hat - z, axis=-1) / np.linalg.norm(z, axis=-1)
-
-
-def _timed(function, *args, **kwargs):
-    started = time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, time.perf_counter() - started
 
 
 def _full_rank(net: layerinv.Network, z: np.ndarray) -> bool:
