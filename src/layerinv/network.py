@@ -310,7 +310,6 @@ def random_network(widths: Sequence[int], activation: str | Activation = "relu",
     return Network(layers)
 
 
-
 DCGAN_STATISTICS_DRAWS = 64
 """The z ~ N(0, I) draws whose pre-activations give `random_dcgan`'s BatchNorm statistics."""
 
@@ -345,10 +344,13 @@ def random_dcgan(latent: int = 16, channels: Sequence[int] = (64, 32, 16), side:
     hidden, last = get_activation(activation), get_activation(output_activation)
     h = rng.standard_normal((DCGAN_STATISTICS_DRAWS, int(latent)))
     shape = (channels[0], int(side), int(side))
-    operator: LinearOperator = DenseOperator(
-        rng.normal(0.0, 0.02, size=(int(np.prod(shape)), int(latent))))
     layers = []
-    for c_out in [*channels[1:], None]:
+    for index, c_out in enumerate(channels):
+        if index == 0:
+            operator: LinearOperator = DenseOperator(
+                rng.normal(0.0, 0.02, size=(int(np.prod(shape)), int(latent))))
+        else:
+            operator, shape = _dcgan_convolution(shape, c_out, rng)
         bias = None
         if batchnorm:
             # One scale and shift per channel, from the statistics of u over the draws.
@@ -360,13 +362,15 @@ def random_dcgan(latent: int = 16, channels: Sequence[int] = (64, 32, 16), side:
             operator, bias = operator.scaled(np.repeat(scale, pixels)), np.repeat(shift, pixels)
         layers.append(Layer(operator, bias, hidden))
         h = layers[-1](h)
-        c_next = c_out if c_out is not None else output_channels
-        if c_next is None:
-            break
-        kernel = rng.normal(0.0, 0.02, size=(shape[0], int(c_next), 4, 4))
-        operator = Conv2dOperator(kernel, shape, stride=2, padding=1, transposed=True)
-        shape = (int(c_next), 2 * shape[1], 2 * shape[2])
-        if c_out is None:  # the output layer: no BatchNorm
-            layers.append(Layer(operator, None, last))
-            break
+    if output_channels is not None:  # the output layer: no BatchNorm
+        layers.append(Layer(_dcgan_convolution(shape, output_channels, rng)[0], None, last))
     return Network(layers)
+
+
+def _dcgan_convolution(shape: tuple[int, int, int], c_out: int, rng: np.random.Generator
+                       ) -> tuple[Conv2dOperator, tuple[int, int, int]]:
+    """DCGAN's ConvTranspose2d(C, c_out, 4, 2, 1) on images `shape`, N(0, 0.02) weights, and
+    its output shape (the side doubles)."""
+    kernel = rng.normal(0.0, 0.02, size=(shape[0], int(c_out), 4, 4))
+    operator = Conv2dOperator(kernel, shape, stride=2, padding=1, transposed=True)
+    return operator, (int(c_out), 2 * shape[1], 2 * shape[2])
