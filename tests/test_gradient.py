@@ -515,6 +515,35 @@ def test_a_list_of_networks_gives_each_sample_bitwise_its_answer_alone():
     np.testing.assert_allclose(together.residual, masked, rtol=1e-9)  # observed entries only
 
 
+def test_a_list_of_conv_networks_runs_torch_convolutions_sample_by_sample():
+    """Convolution layers of a list of networks run as torch's convolutions (not their dense
+    matrices): the same numbers as the dense layers to round-off, and each sample's answer
+    bitwise its answer alone (batches in `layerinv reproduce conv`)."""
+    from layerinv.layers import Layer
+    from layerinv.network import Network, random_dcgan
+    from layerinv.operators import DenseOperator
+
+    conv = random_dcgan(8, (8, 4), side=3, output_channels=1, output_activation="relu", seed=5)
+    assert any(type(layer.operator).__name__ == "Conv2dOperator" for layer in conv.layers)
+    dense = Network([Layer(DenseOperator(layer.operator.to_dense()), layer.bias,
+                           layer.activation) for layer in conv.layers])
+    z = np.random.default_rng([21, 1]).standard_normal((5, 8))
+    x = conv.forward(z)
+    options = {"steps": 30, "restarts": 3, "seed": 0, "progress": False}
+    together = gradient_descent([conv] * 5, x, **options)
+    reference = gradient_descent([dense] * 5, x, **options)
+    np.testing.assert_allclose(together.history, reference.history, rtol=1e-9, atol=1e-12)
+    for b in (0, 4):
+        alone = gradient_descent([conv], x[b:b + 1], **{**options, "seed": [0]})
+        assert np.array_equal(together.z[b], alone.z[0]), b
+    # Distinct networks of one architecture: each through its own kernels.
+    other = random_dcgan(8, (8, 4), side=3, output_channels=1, output_activation="relu",
+                         seed=6)
+    pair = gradient_descent([conv, other], np.stack([x[0], other.forward(z[1])]), **options)
+    alone = gradient_descent([other], other.forward(z[1])[None], **{**options, "seed": [0]})
+    assert np.array_equal(pair.z[1], alone.z[0])
+
+
 def test_inversion_summary_shares_the_gradient_time_out(one_thread):
     """Inversion.summary() of a gradient result: each sample's seconds is its share of the
     call (was 0.0000: gradient results have no layer reports to add up)."""
