@@ -1,6 +1,6 @@
 """The experiment registry: which experiments exist, by name, and what each provides.
 
-An **experiment** is a module (one convention for all: the five shipped ones are the modules
+An **experiment** is a module (one convention for all: the six shipped ones are the modules
 of `layerinv.reproduction.experiments`, whose module-level names below are the interface;
 a module may hold other code beside it, as `mnist` and `sensing` hold the tasks the CLI also
 runs). It provides:
@@ -58,6 +58,7 @@ EXPERIMENTS: dict[str, str] = {
     "noise": "layerinv.reproduction.experiments.noise",
     "mnist": "layerinv.reproduction.experiments.mnist",
     "sensing": "layerinv.reproduction.experiments.sensing",
+    "conv": "layerinv.reproduction.experiments.conv",
     "timing": "layerinv.reproduction.experiments.timing",
 }
 ALL = "all"

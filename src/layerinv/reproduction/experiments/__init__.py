@@ -9,5 +9,8 @@ One module per experiment, each exposing the registry's interface at module leve
   and l_1 LPs against gradient descent, LP + gradient descent and the encoder; its tasks
   (`denoise`, `inpaint`) are also the `layerinv mnist` command;
 - `sensing`: compressed sensing against the number of measurements m (an extension, CSGM);
+- `conv`: the shipped convolutional generator on realizable data, denoising, inpainting
+  and compressed sensing, the pattern method and the l_inf LP against gradient descent
+  (an extension, issue 14);
 - `timing`: the timing table (Table 1), run alone for clean wall-clock times.
 """

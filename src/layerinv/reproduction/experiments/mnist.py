@@ -690,24 +690,30 @@ def batch_key(params: dict[str, Any]) -> tuple | None:
 
 
 def shared(quick: bool) -> dict[str, Any]:
-    """Per generator kind: (generator, encoder, held-out digits, their labels)."""
-    digits = mnist_digits()
+    """Per generator kind: `models(kind)`."""
     kinds = ("relu",) if quick else PAPER_KINDS
-    return {kind: (mnist_generator(kind), mnist_encoder(kind), digits.images, digits.labels)
-            for kind in kinds}
+    return {kind: models(kind) for kind in kinds}
+
+
+def models(kind: str) -> tuple[Network, Encoder, np.ndarray, np.ndarray]:
+    """A shipped kind's (generator, encoder, held-out digits, their labels)."""
+    digits = mnist_digits()
+    return mnist_generator(kind), mnist_encoder(kind), digits.images, digits.labels
 
 
 def _models(kind: str, shared_objects: Any) -> tuple[Any, Any, Any, Any]:
     """`shared`'s entry for a generator kind, loaded here if the run did not send it."""
     if shared_objects is not None and kind in shared_objects:
         return shared_objects[kind]
-    return shared(kind == "relu")[kind]
+    return models(kind)  # any shipped kind: the 'conv' experiment runs its trials here too
 
 
 def _instances(params: dict[str, Any], net: Any, encoder: Any, digits: Any, labels: Any,
                n: int) -> list[Instance]:
     task = params["task"]
-    mask = None if task == "denoise" else task.split("-", 1)[1]
+    # 'inpaint-random' -> 'random'; every other task ('denoise', the conv experiment's
+    # 'realizable') observes all pixels.
+    mask = task.split("-", 1)[1] if task.startswith("inpaint-") else None
     return make_instances(net, encoder, n, source=params["source"],
                           variance=float(params["noise_variance"]), mask=mask,
                           keep=float(params.get("keep", KEEP)),
@@ -777,13 +783,16 @@ def _index(values: Sequence[str], value: str) -> int:
     return values.index(value) if value in values else len(values)
 
 
-def summary(rows: list[dict[str, Any]]) -> str:
+def summary(rows: list[dict[str, Any]], gradient_methods: Sequence[str] = GRADIENT_METHODS
+            ) -> str:
+    """The summary table; a method of `gradient_methods` with no rows on a setting gets a
+    row saying why (PyTorch missing)."""
     ordered = _sorted(rows)
     table = format_summary(summarise(ordered))
     settings = dict.fromkeys((r["generator"], r["task"], r["source"], r["noise_variance"])
                              for r in ordered)
     for setting in settings:  # a gradient method with no rows says why
-        for method in GRADIENT_METHODS:
+        for method in gradient_methods:
             if not any((r["generator"], r["task"], r["source"], r["noise_variance"],
                         r["method"]) == (*setting, method) for r in rows):
                 generator, task, source, variance = setting

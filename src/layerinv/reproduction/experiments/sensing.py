@@ -73,7 +73,8 @@ METHOD_LABELS = {"pgd": "LP-PGD (+ Gauss-Newton polish)", "pgd-plain": "LP-PGD (
                  "pgd-pattern": "PGD, pattern projection", "pattern": "pattern (regions)",
                  "gd": "gradient descent (CSGM)", "lstsq": "least squares $A^+y$ (no prior)"}
 NETWORK_LABELS = {"mnist": "MNIST VAE decoder 20 x 60 x 784",
-                  "random": "random ReLU net 20 x 100 x 500"}
+                  "random": "random ReLU net 20 x 100 x 500",
+                  "conv": "conv MNIST decoder 20 -> 32x7x7 -> 16x14x14 -> 784"}
 
 
 def run(networks: Sequence[str] | Mapping[str, Network] = NETWORKS, *,
