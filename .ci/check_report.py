@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-EXPERIMENT_TITLES = ("Figure 2", "Figure 1", "MNIST", "sensing", "Table 1")
+EXPERIMENT_TITLES = ("Figure 2", "Figure 1", "MNIST", "sensing", "Convolutional MNIST",
+                     "Table 1")
 BAD_MARKERS = ("not run:", "failed:", "(figures failed", "cannot summarise")
 METHOD_CELLS = ("| pattern |", "| pattern (MAP prior) |", "| gd (MAP prior) |",
                 "| pgd-pattern |")

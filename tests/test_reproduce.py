@@ -377,6 +377,7 @@ GRID_KEYS = {
     ("noise", True): "70690bc92bc78e03", ("noise", False): "aef7d572554487b9",
     ("mnist", True): "694c3e4bad3dc649", ("mnist", False): "1000dba7fd7b124e",
     ("sensing", True): "61f952a863a5782f", ("sensing", False): "e079c0b92dd0fe1f",
+    ("conv", True): "50a355ddf6c666aa", ("conv", False): "a329cbc914a94e37",
     ("timing", True): "6419510c21d49d10", ("timing", False): "803f27c9dc553241",
 }
 
