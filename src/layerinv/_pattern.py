@@ -717,12 +717,27 @@ the certified local search takes over from there (measured on the shipped decode
 step each)."""
 
 
+GN_DAMPING = (4.0, 0.3, 1e-4)
+"""Levenberg-Marquardt damping of each start's step, (up, down, least): mu (relative to the
+model's trace / k) grows by `up` (at least to `least`) after a step the line search had to
+shorten, shrinks by `down` after a full step (to 0 below `least`); at most GN_DAMPING_MAX.
+The model's step overshoots the small regions; damped, fewer steps are shortened."""
+
+GN_DAMPING_MAX = 1e-3
+"""The most damping (relative to trace / k). Measured: on the shipped conv decoder, variance
+0.3 denoising, 20 instances, Gauss-Newton plus polish took 5.0 s undamped, 4.1 s damped
+without a cap and 3.4 s with this one, the objectives equal but for one better and one worse
+(by 4e-7); a cap of 1e-2 made tests/test_conv_inversion's realizable random DCGANs (relu
+output) take 365 s instead of 15 s (damping dominates the small singular directions and
+Gauss-Newton stops short of the exact fit), this one 12.5 s."""
+
+
 def gauss_newton(net: Network, objective: Objective, starts: np.ndarray,
                  max_steps: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """Fast descent for the l2 loss from several starts at once (S, k), across many regions
     per step: on the region of each current point, minimise the affine model without its
-    faces (least squares in k unknowns), then backtrack along that step on the true,
-    piecewise objective.
+    faces (least squares in k unknowns, damped by GN_DAMPING), then backtrack along that step
+    on the true, piecewise objective.
 
     Returns (z (S, k), objectives (S,)). Not certified: `local_search` polishes.
     """
@@ -730,11 +745,16 @@ def gauss_newton(net: Network, objective: Objective, starts: np.ndarray,
     values = _values_at(net, objective, z)
     active = np.ones(len(z), dtype=bool)
     tangents = _Tangents(net, len(z)) if _Tangents.takes(net, len(z)) else None
+    damping = np.zeros(len(z))
     for _ in range(max_steps):
         index = np.flatnonzero(active)
         if not len(index):
             break
         normal, rhs = _normal_equations(net, objective.at(index), z[index], tangents, index)
+        if damping.any():  # min model + mu |z - z_now|^2
+            scale = damping[index] * np.trace(normal, axis1=1, axis2=2) / z.shape[1]
+            normal = normal + scale[:, None, None] * np.eye(z.shape[1])
+            rhs = rhs + scale[:, None] * z[index]
         model = _solve_batch(normal, rhs)
         direction = model - z[index]
         alpha = np.ones(len(index))
@@ -754,6 +774,11 @@ def gauss_newton(net: Network, objective: Objective, starts: np.ndarray,
             pending &= alpha > 1e-6
         decrease = values[index] - new_values
         values[index] = new_values
+        up, down, least = GN_DAMPING
+        full = alpha == 1.0
+        damping[index[full]] *= down
+        damping[index[~full]] = np.clip(damping[index[~full]] * up, least, GN_DAMPING_MAX)
+        damping[damping < least] = 0.0
         active[index] = decrease > GN_STOP * (1 + np.abs(new_values))
     return z, values
 
