@@ -113,6 +113,60 @@ def test_gauss_newton_equations_of_a_conv_network_are_those_of_its_dense_matrice
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
+def test_updated_jacobians_along_a_descent_are_the_fresh_ones():
+    """`_Tangents` updates each start's layer Jacobians through the units whose slope changed
+    (and recomputes a layer where many did): along a sequence of small and large moves, its
+    output Jacobian equals the one built afresh at each point (`_live_jacobian`)."""
+    from layerinv._pattern import _live_jacobian, _Tangents
+
+    net = random_dcgan(8, (8, 4), 2, seed=0, output_channels=2)
+    assert _Tangents.takes(net, 3)
+    rng = np.random.default_rng(4)
+    tangents = _Tangents(net, 3)
+    z = rng.standard_normal((3, 8))
+    for move in (0.0, 1e-3, 0.05, 1e-3, 2.0, 0.0, 0.2):
+        z = z + move * rng.standard_normal(z.shape)
+        for s in range(3):
+            slopes, x = [], z[s][None]
+            for layer in net.layers:
+                u = layer.preactivation(x)
+                x = layer.activation.forward(u)
+                kink = layer.activation.kink
+                slopes.append((layer.activation.derivative(u, x) if kink is None else
+                               np.where(u >= 0, kink.above, kink.below))[0])
+            fresh, live = _live_jacobian(net, slopes, [np.flatnonzero(s) for s in slopes])
+            updated = tangents.output_jacobian(s, slopes, live)
+            np.testing.assert_allclose(updated, fresh, rtol=1e-9,
+                                       atol=1e-12 * np.abs(fresh).max())
+
+
+@pytest.mark.parametrize("output", ["tanh", "relu"])
+def test_a_region_built_from_a_nearby_one_is_the_fresh_region(output):
+    """`flipped_region` (the local search's trials, the form updated through the flipped
+    units) equals `region_of` along a chain of flips, each built from the last."""
+    from layerinv import Layer, Network
+    from layerinv._pattern import flipped, flipped_region, pattern_at, region_of
+
+    net = random_dcgan(8, (8, 4), 2, seed=0, output_channels=2)
+    if output == "relu":
+        net = Network([*net.layers[:-1], Layer(net.layers[-1].operator, net.layers[-1].bias,
+                                                "relu")])
+    rng = np.random.default_rng(7)
+    region = region_of(net, pattern_at(net, rng.standard_normal(8)))
+    faced = len(net.layers) - (output == "tanh")  # a smooth output has no faces
+    for _ in range(12):
+        units = [(layer, rng.integers(net.layers[layer].n_out))
+                 for layer in rng.integers(0, faced, size=rng.integers(1, 5))]
+        pattern = flipped(region.pattern, np.array(units))
+        fresh, built = region_of(net, pattern), flipped_region(net, region, pattern)
+        assert np.array_equal(built.face_units, fresh.face_units)
+        assert built.output == fresh.output
+        for name in ("faces", "face_bounds", "jacobian", "offset"):
+            a, b = getattr(built, name), getattr(fresh, name)
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * np.abs(b).max())
+        region = built
+
+
 def test_an_exact_fit_from_z0_skips_the_random_starts_and_noise_does_not():
     net = random_dcgan(seed=2, output_channels=3)
     rng = np.random.default_rng(6)

@@ -181,6 +181,25 @@ class Conv2dOperator(LinearOperator):
         out = self._correlate(batch) if self.transposed else self._correlate_adjoint(batch)
         return out[0] if np.ndim(y) == 1 else out
 
+    def columns_product(self, index: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """W[:, index] @ values (n_out, c) for integer column indices `index` and values
+        (len(index), c): the product with a matrix whose only nonzero rows are `index`.
+
+        From the operator's CSC matrix, built on first use and kept (not pickled): the cost
+        is the nonzeros of those columns, where `matmat` pays for every column. A derived
+        copy of the kernel, so the operator's meaning never changes; the sums run in another
+        order than `matmat`'s (round-off apart)."""
+        matrix = self.__dict__.get("_csc")
+        if matrix is None:
+            matrix = self._csr_rows(np.arange(self.n_out)).tocsc()
+            self.__dict__["_csc"] = matrix
+        return np.asarray(matrix[:, index] @ values)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_csc", None)  # a cache, rebuilt on demand
+        return state
+
     # ------------------------------------------------------------------ rows
     def rows(self, index: np.ndarray | None = None, *, sparse: bool = False
              ) -> np.ndarray | scipy.sparse.csr_array:
