@@ -335,8 +335,9 @@ EXPORT_SITES = {
     ("_torch_io.py", "conv.weight"): 2,
     ("_torch_io.py", "norm.weight"): 1,
     ("_torch_io.py", "factor.to_dense()"): 1,
-    # Gradient descent's torch modules: nn.Linear's parameter and torch.bmm take dense W.
-    ("_gradient.py", "net.layers[index].operator.to_dense()"): 1,
+    # Gradient descent's torch modules: nn.Linear's parameter and torch.bmm take dense W
+    # (convolutions go to torch's convolution instead: `_StackedConvolution`).
+    ("_gradient.py", "op.to_dense()"): 1,
     # The .npz file stores a dense operator's matrix, and kinds it does not know as sparse
     # (convolutions and products by their parameters); the compact re-save is checked
     # against it.

@@ -42,7 +42,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                    help="which experiment (default: all)")
     p.add_argument("--quick", action="store_true",
                    help="a few trials per grid point (about a minute of trials on 2 cores for "
-                        "'all'; the full grids took 55 minutes)")
+                        "'all'; the full grids: about 1.5 hours on 2 cores)")
     p.add_argument("--trials", type=int, default=None, metavar="N",
                    help="trials per grid point (default: the paper's, 200 for success-vs-k "
                         "and noise; 2-3 with --quick)")
