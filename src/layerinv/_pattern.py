@@ -61,6 +61,7 @@ from layerinv._blas import single_threaded_blas
 from layerinv._layer_inversion import EXCURSION_FACTOR, LayerOptions
 from layerinv._validation import check_batch, check_choice, check_positive, sample_rngs
 from layerinv.activations import Activation
+from layerinv.convolution import Conv2dOperator
 from layerinv.errors import InputError
 from layerinv.network import Network
 from layerinv.operators import DenseOperator
@@ -209,28 +210,19 @@ def flipped_region(net: Network, base: Region, pattern: tuple[np.ndarray, ...]) 
         forms.append(sign[:, None] * np.column_stack([base.faces[rows],
                                                       -base.face_bounds[rows]]))
         start += layer.n_out
+    def output_change(index: int, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        kink = net.layers[index].activation.kink
+        return _changed_rows(new_forms[index], forms[index], moved,
+                             np.where(pattern[index], kink.above, kink.below),
+                             np.where(base.pattern[index], kink.above, kink.below))
+
     new_forms = [forms[0]]
-    changed = delta = None
-    for index, layer in enumerate(net.layers):
-        if index > 0:
-            if len(changed):
-                step = layer.operator.columns_product(changed, delta)
-                new_forms.append(forms[index] + step)
-                moved = np.any(step != 0.0, axis=1)
-            else:
-                new_forms.append(forms[index])
-                moved = np.zeros(layer.n_out, dtype=bool)
-        else:
-            moved = np.zeros(layer.n_out, dtype=bool)
-        if index == last:
-            break
-        kink = layer.activation.kink
-        old_slope = np.where(base.pattern[index], kink.above, kink.below)
-        slope = np.where(pattern[index], kink.above, kink.below)
-        changed = np.flatnonzero((moved & ((slope != 0.0) | (old_slope != 0.0)))
-                                 | (slope != old_slope))
-        delta = (slope[changed, None] * new_forms[index][changed]
-                 - old_slope[changed, None] * forms[index][changed])
+    changed, delta = output_change(0, np.zeros(net.layers[0].n_out, dtype=bool))
+    for index in range(1, last + 1):
+        step = _form_step(net.layers[index].operator, changed, delta, forms[index].shape[1])
+        new_forms.append(forms[index] + step)
+        if index < last:
+            changed, delta = output_change(index, np.any(step != 0.0, axis=1))
     faces, bounds, units = [], [], []
     for index, (layer, form) in enumerate(zip(net.layers, new_forms, strict=True)):
         if index == last and smooth:
@@ -245,6 +237,29 @@ def flipped_region(net: Network, base: Region, pattern: tuple[np.ndarray, ...]) 
     form = slope[:, None] * new_forms[last]
     return _region(pattern, form[:, :-1], form[:, -1], faces, bounds, units, net.input_dim,
                    None)
+
+
+def _form_step(operator, changed: np.ndarray, delta: np.ndarray, width: int) -> np.ndarray:
+    """The change W[:, changed] delta of a layer's pre-activation form (n_out, width) when the
+    rows `changed` of its input's form changed by `delta`: the convolution's
+    `columns_product`, whose cost is the nonzeros of those columns."""
+    if not len(changed):
+        return np.zeros((operator.n_out, width))
+    return operator.columns_product(changed, delta)
+
+
+def _changed_rows(new: np.ndarray, old: np.ndarray, moved: np.ndarray, slope: np.ndarray,
+                  old_slope: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, change) of a layer's output form slope * form, from its pre-activation form
+    (old -> new, `moved` marking the rows that differ) and its slopes (old_slope -> slope).
+
+    A row changes where its slope changed, or where its form moved and it is live on either
+    side (a dead unit's row stays zero): the rows that `_form_step` carries into the next
+    layer. Shared by `flipped_region` and `_Tangents`, whose [P | p] and P forms it takes
+    alike."""
+    changed = np.flatnonzero((moved & ((slope != 0.0) | (old_slope != 0.0)))
+                             | (slope != old_slope))
+    return changed, slope[changed, None] * new[changed] - old_slope[changed, None] * old[changed]
 
 
 def _region(pattern, matrix, vector, faces, bounds, units, k, output) -> Region:
@@ -746,6 +761,7 @@ def gauss_newton(net: Network, objective: Objective, starts: np.ndarray,
     active = np.ones(len(z), dtype=bool)
     tangents = _Tangents(net, len(z)) if _Tangents.takes(net, len(z)) else None
     damping = np.zeros(len(z))
+    up, down, least = GN_DAMPING
     for _ in range(max_steps):
         index = np.flatnonzero(active)
         if not len(index):
@@ -774,7 +790,6 @@ def gauss_newton(net: Network, objective: Objective, starts: np.ndarray,
             pending &= alpha > 1e-6
         decrease = values[index] - new_values
         values[index] = new_values
-        up, down, least = GN_DAMPING
         full = alpha == 1.0
         damping[index[full]] *= down
         damping[index[~full]] = np.clip(damping[index[~full]] * up, least, GN_DAMPING_MAX)
@@ -903,8 +918,6 @@ class _Tangents:
 
     @staticmethod
     def takes(net: Network, count: int) -> bool:
-        from layerinv.convolution import Conv2dOperator
-
         operators = [layer.operator for layer in net.layers]
         if len(operators) < 2 or not all(isinstance(op, Conv2dOperator)
                                          for op in operators[1:]):
@@ -923,27 +936,22 @@ class _Tangents:
                 pre.append(operator.matmat(slope[:, None] * pre[-1]))
         else:
             pre = [self.first, *pre[1:]]
-            changed = np.flatnonzero(slopes[0] != old_slopes[0])
-            delta = (slopes[0][changed] - old_slopes[0][changed])[:, None] * self.first[changed]
+            changed, delta = _changed_rows(self.first, self.first,
+                                           np.zeros(len(self.first), dtype=bool),
+                                           slopes[0], old_slopes[0])
             for layer in range(1, len(pre)):
-                below = len(pre[layer - 1])
-                if len(changed) > TANGENT_REFRESH * below:
+                if len(changed) > TANGENT_REFRESH * len(pre[layer - 1]):
                     new = self.operators[layer].matmat(slopes[layer - 1][:, None]
                                                        * pre[layer - 1])
                     step = new - pre[layer]
                 else:
-                    step = self.operators[layer].columns_product(changed, delta)
+                    step = _form_step(self.operators[layer], changed, delta,
+                                      pre[layer].shape[1])
                     new = pre[layer] + step
-                if layer == len(pre) - 1:
-                    pre[layer] = new
-                    break
-                slope, old_slope = slopes[layer], old_slopes[layer]
-                # A row moves where its slope changed, or its P did and it is live (a dead
-                # unit's row of J stays zero).
-                moved = np.any(step != 0.0, axis=1) & ((slope != 0.0) | (old_slope != 0.0))
-                changed = np.flatnonzero(moved | (slope != old_slope))
-                delta = (slope[changed, None] * new[changed]
-                         - old_slope[changed, None] * pre[layer][changed])
+                if layer < len(pre) - 1:
+                    changed, delta = _changed_rows(new, pre[layer],
+                                                   np.any(step != 0.0, axis=1),
+                                                   slopes[layer], old_slopes[layer])
                 pre[layer] = new
         self.slopes[start], self.pre[start] = [s.copy() for s in slopes], pre
         return slopes[-1][live, None] * pre[-1][live]
