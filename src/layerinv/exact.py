@@ -434,7 +434,7 @@ def _solve(model: _Model, time_limit: float, *, first_feasible: bool,
     highs = _highs.loaded(model.to_highs(), **options)
     if start is not None:
         _highs.set_start(highs, start)
-    highs.run()
+    _highs.run(highs)  # a MILP can run for minutes: Ctrl-C must stop it
     info = highs.getInfo()
     # The objective is bounded below (t >= 0, every other cost 0): never unbounded (mip=True).
     status = _highs.status_of(highs.getModelStatus(), mip=True)
@@ -483,7 +483,7 @@ def _tighten_box(net: Network, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, ob
                 cost = zero.copy()
                 cost[i] = sense
                 highs.changeColsCost(model.n_cols, np.arange(model.n_cols, dtype=np.int32), cost)
-                highs.run()
+                highs.run()  # short LPs: Ctrl-C lands between them
                 status = _highs.status_of(highs.getModelStatus())
                 if status == Status.INFEASIBLE:
                     return lo, hi, True
@@ -567,7 +567,7 @@ def _fit_lp(A: np.ndarray, c: np.ndarray, x: np.ndarray, norm: str, lo: np.ndarr
                       np.concatenate(row_hi))
     highs = _highs.loaded(lp, primal_feasibility_tolerance=_POLISH_TOL,
                           dual_feasibility_tolerance=_POLISH_TOL)
-    highs.run()
+    _highs.run(highs)
     if _highs.status_of(highs.getModelStatus()) != Status.OPTIMAL:
         return None
     z = _highs.column_values(highs)[:k]
