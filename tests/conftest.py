@@ -23,6 +23,17 @@ def one_thread():
         yield
 
 
+SOURCE = Path(__file__).resolve().parents[1] / "src"
+
+
+def source_env(**extra: str) -> dict[str, str]:
+    """os.environ for a child Python that imports this checkout's layerinv, plus `extra`."""
+    out = dict(os.environ)
+    out["PYTHONPATH"] = str(SOURCE) + os.pathsep + out.get("PYTHONPATH", "")
+    out.update(extra)
+    return out
+
+
 def relative_error(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """||estimate - truth|| / ||truth|| along the last axis."""
     return np.linalg.norm(estimate - truth, axis=-1) / np.linalg.norm(truth, axis=-1)

@@ -18,6 +18,7 @@ from types import ModuleType
 
 import pytest
 from conftest import count_rows
+from conftest import source_env as env
 
 from layerinv.cli import main as cli_main
 from layerinv.cli.reproduce import add_parsers
@@ -56,12 +57,6 @@ def assert_same_rows(a, b) -> None:
 
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "layerinv", *args]
-
-
-def env() -> dict[str, str]:
-    out = dict(os.environ)
-    out["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + out.get("PYTHONPATH", "")
-    return out
 
 
 @pytest.fixture(scope="module")

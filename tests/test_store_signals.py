@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import count_rows
+from conftest import source_env as env
 
 from layerinv.reproduction.experiments import noise
 
@@ -35,13 +36,6 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(),
 
 
 # ------------------------------------------------------------------------------ helpers
-def env(**extra: str) -> dict[str, str]:
-    out = dict(os.environ)
-    out["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + out.get("PYTHONPATH", "")
-    out.update(extra)
-    return out
-
-
 def layerinv(*args: str) -> list[str]:
     return [PYTHON, "-m", "layerinv", *args]
 

@@ -3,8 +3,7 @@
 `new_highs` (a silent Highs), `model` (a HighsLp from arrays and a CSC matrix), `loaded` (a
 Highs with options set and the model passed), `run` (its solve, which Ctrl-C stops),
 `status_of` (HiGHS's model status in layerinv's vocabulary), `set_start` and `column_values`
-serve the backend here and exact.py's
-MILPs and LPs alike: highspy is imported nowhere else.
+serve the backend here and exact.py's MILPs and LPs alike: highspy is imported nowhere else.
 """
 
 from __future__ import annotations
@@ -105,7 +104,7 @@ def loaded(lp: highspy.HighsLp, **options: Any) -> highspy.Highs:
 
 
 def run(highs: highspy.Highs) -> None:
-    """`highs.run()`, stopped at once by Ctrl-C (then KeyboardInterrupt, as anywhere else).
+    """`highs.run()`, which Ctrl-C stops (then KeyboardInterrupt, as anywhere else).
 
     HiGHS's C++ run holds the main thread until it returns, and Python raises
     KeyboardInterrupt only between its own instructions: Ctrl-C in a MILP waited for the
@@ -136,14 +135,14 @@ def run(highs: highspy.Highs) -> None:
             event.interrupt()
 
     callbacks = (highs.cbSimplexInterrupt, highs.cbIpmInterrupt, highs.cbMipInterrupt)
-    for callback in callbacks:
-        callback.subscribe(stop_if_asked)
-    signal.signal(signal.SIGINT, note)
+    previous = signal.signal(signal.SIGINT, note)
     try:
+        for callback in callbacks:
+            callback.subscribe(stop_if_asked)
         highs.run()
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        for callback in callbacks:
+        signal.signal(signal.SIGINT, previous)
+        for callback in callbacks:  # unsubscribing one never subscribed is a no-op
             callback.unsubscribe(stop_if_asked)
     if asked:
         raise KeyboardInterrupt
