@@ -757,7 +757,10 @@ def gauss_newton(net: Network, objective: Objective, starts: np.ndarray,
     Returns (z (S, k), objectives (S,)). Not certified: `local_search` polishes.
     """
     z = np.array(starts, dtype=np.float64, copy=True)
-    values = _values_at(net, objective, z)
+    # Each start's forward pass (output, slopes) is kept from the line search that accepted
+    # its point: the next step's normal equations read it instead of passing forward again.
+    state = _ForwardState.of(net, z)
+    values = state.values(objective, z)
     active = np.ones(len(z), dtype=bool)
     tangents = _Tangents(net, len(z)) if _Tangents.takes(net, len(z)) else None
     damping = np.zeros(len(z))
@@ -766,7 +769,8 @@ def gauss_newton(net: Network, objective: Objective, starts: np.ndarray,
         index = np.flatnonzero(active)
         if not len(index):
             break
-        normal, rhs = _normal_equations(net, objective.at(index), z[index], tangents, index)
+        normal, rhs = _normal_equations(net, objective.at(index), z[index], tangents, index,
+                                        state.at(index))
         if damping.any():  # min model + mu |z - z_now|^2
             scale = damping[index] * np.trace(normal, axis1=1, axis2=2) / z.shape[1]
             normal = normal + scale[:, None, None] * np.eye(z.shape[1])
@@ -779,11 +783,13 @@ def gauss_newton(net: Network, objective: Objective, starts: np.ndarray,
         while pending.any() and alpha.max() > 1e-6:
             rows = np.flatnonzero(pending)
             trial = z[index[rows]] + alpha[rows, None] * direction[rows]
-            trial_values = _values_at(net, objective.at(index[rows]), trial)
+            trial_state = _ForwardState.of(net, trial)
+            trial_values = trial_state.values(objective.at(index[rows]), trial)
             better = trial_values < values[index[rows]] - 1e-12 * (1 + np.abs(
                 values[index[rows]]))
             accepted = rows[better]
             z[index[accepted]] = trial[better]
+            state.put(index[accepted], trial_state.at(np.flatnonzero(better)))
             new_values[accepted] = trial_values[better]
             pending[accepted] = False
             alpha[rows[~better]] *= 0.5
@@ -798,6 +804,40 @@ def gauss_newton(net: Network, objective: Objective, starts: np.ndarray,
     return z, values
 
 
+@dataclass
+class _ForwardState:
+    """The forward pass of points z (S, k): the output (S, n_out) and each layer's slopes
+    (S, n_l), the ReLU-like units' 0/1 (or LeakyReLU's) slope and a smooth output's act'(u)."""
+
+    output: np.ndarray
+    slopes: list[np.ndarray]
+
+    @classmethod
+    def of(cls, net: Network, z: np.ndarray) -> _ForwardState:
+        slopes, x = [], z
+        for layer in net.layers:
+            u = layer.preactivation(x)
+            kink = layer.activation.kink
+            x = layer.activation.forward(u)
+            # A smooth output (check_pattern_network) is linearised: its slope is act'(u).
+            slopes.append(layer.activation.derivative(u, x) if kink is None
+                          else np.where(u >= 0, kink.above, kink.below))
+        return cls(x, slopes)
+
+    def values(self, objective: Objective, z: np.ndarray) -> np.ndarray:
+        """The objective at the points z whose forward pass this is."""
+        out = self.output if objective.rows is None else self.output @ objective.rows.T
+        return objective.value(out - objective.target, z)
+
+    def at(self, index: np.ndarray) -> _ForwardState:
+        return _ForwardState(self.output[index], [slope[index] for slope in self.slopes])
+
+    def put(self, index: np.ndarray, other: _ForwardState) -> None:
+        self.output[index] = other.output
+        for mine, theirs in zip(self.slopes, other.slopes, strict=True):
+            mine[index] = theirs
+
+
 def _solve_batch(normal: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     try:
         return np.linalg.solve(normal, rhs[..., None])[..., 0]
@@ -807,8 +847,8 @@ def _solve_batch(normal: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 
 
 def _normal_equations(net: Network, objective: Objective, z: np.ndarray,
-                      tangents: _Tangents | None = None, index: np.ndarray | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+                      tangents: _Tangents | None = None, index: np.ndarray | None = None,
+                      state: _ForwardState | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For each z (S, k), the Gauss-Newton normal equations of its region's affine model:
     (J'J / m + prior I + damping) and -J'(A c_P - y) / m, with J = A J_P (S, k, k), (S, k).
 
@@ -818,23 +858,19 @@ def _normal_equations(net: Network, objective: Objective, z: np.ndarray,
     the output units are on; measured, one step took 53 us a start this way against 131 us
     with the full (n, S k) products of all starts at once (330 starts).
     With `tangents` (a convolutional network, `_Tangents`), start `index[s]`'s Jacobian is
-    updated from its previous one through the units whose slope changed.
+    updated from its previous one through the units whose slope changed. `state` is z's
+    forward pass where the caller has it (`_ForwardState.of(net, z)` otherwise).
     """
     count, k = z.shape
     m = net.output_dim if objective.rows is None else objective.rows.shape[0]
     normal, rhs = np.empty((count, k, k)), np.empty((count, k))
-    slopes, lives = [], []
-    x = z
-    for layer in net.layers:  # the forward pass of all starts at once
-        u = layer.preactivation(x)
-        kink = layer.activation.kink
-        x = layer.activation.forward(u)
-        # A smooth output (check_pattern_network) is linearised: its slope is act'(u).
-        slope = (layer.activation.derivative(u, x) if kink is None
-                 else np.where(u >= 0, kink.above, kink.below))
+    if state is None:
+        state = _ForwardState.of(net, z)
+    x, slopes = state.output, state.slopes
+    lives = []
+    for slope in slopes:
         starts, units = np.nonzero(slope)  # the live units of every start, in one call
         lives.append(np.split(units, np.searchsorted(starts, np.arange(1, count))))
-        slopes.append(slope)
     target = np.broadcast_to(objective.target, (count, m))
     for s in range(count):
         if tangents is not None:
@@ -955,11 +991,6 @@ class _Tangents:
                 pre[layer] = new
         self.slopes[start], self.pre[start] = [s.copy() for s in slopes], pre
         return slopes[-1][live, None] * pre[-1][live]
-
-
-def _values_at(net: Network, objective: Objective, z: np.ndarray) -> np.ndarray:
-    """The objective at each of the points z (S, k)."""
-    return objective.value(_measured(net, z, objective.rows) - objective.target, z)
 
 
 # ------------------------------------------------------------------------------ the method
