@@ -112,6 +112,78 @@ def test_a_certified_local_optimum_has_no_improving_flip(loss):
         assert trial.objective >= solution.objective - 1e-9 * (1 + solution.objective)
 
 
+
+def _flip_test_cases():
+    """(net, objective, start) triples: dense nets with and without bias, a prior, a linear
+    measurement, leaky units, three layers, and a small convolutional generator."""
+    from layerinv.network import random_dcgan
+
+    rng = np.random.default_rng(5)
+    for index in range(24):
+        widths = [(3, 15, 25), (4, 10, 30, 40), (2, 8, 12)][index % 3]
+        net = _net(widths, ACTIVATIONS[index % 2], seed=index, bias=index % 4 == 1)
+        x = net.forward(rng.normal(size=widths[0])) + 0.3 * rng.normal(size=widths[-1])
+        prior = 0.01 * (index % 2)
+        if index % 4 >= 2:
+            rows = rng.normal(size=(widths[-1] // 2 + 3, widths[-1]))
+            yield net, pattern.Objective(rows @ x, "l2", prior, rows), rng.normal(size=widths[0])
+        else:
+            yield net, pattern.Objective(x, "l2", prior), 2 * rng.normal(size=widths[0])
+    conv = random_dcgan(4, (4, 2), 2, output_channels=1, output_activation="relu", seed=1)
+    for _ in range(3):
+        x = conv.forward(rng.normal(size=4)) + 0.1 * rng.normal(size=conv.output_dim)
+        yield conv, pattern.Objective(x, "l2", 1e-3), rng.normal(size=4)
+
+
+def test_a_skipped_flip_is_one_a_full_solve_would_not_take(monkeypatch):
+    """`_FlipTest` lets the local search skip a flip without building its region: checked
+    against that region solved from scratch at every decision of many descents. Where it says
+    z stays optimal the solve finds no decrease beyond IMPROVE_TOL; it never hides an
+    improving flip; and both answers occur (the test decides, it does not always defer)."""
+    decisions = {(True, False): 0, (False, True): 0, (False, False): 0, (True, True): 0}
+    test = pattern._FlipTest.stays_optimal
+
+    def checked(self, unit):
+        stays = test(self, unit)
+        neighbour = pattern.region_of(self.net, pattern.flipped(self.region.pattern,
+                                                                unit[None]))
+        trial = pattern.solve_region(neighbour, self.objective, self.z)
+        before = float(self.objective.value(self.residual, self.z))
+        improves = trial.certified and trial.objective < before - pattern.IMPROVE_TOL * (
+            1 + abs(before))
+        decisions[stays, bool(improves)] += 1
+        return stays
+
+    monkeypatch.setattr(pattern._FlipTest, "stays_optimal", checked)
+    for net, objective, start in _flip_test_cases():
+        pattern.local_search(net, objective, start, 200)
+    assert decisions[True, True] == 0, decisions
+    assert decisions[True, False] > 100 and decisions[False, True] > 20, decisions
+
+
+def test_the_flip_test_sees_the_flipped_region_as_building_it_would():
+    """Its gradient and binding faces across each binding face of many local optima equal
+    those of the flipped region built whole (`region_of`) at the same z."""
+    checked = 0
+    for net, objective, start in _flip_test_cases():
+        solution = pattern.local_search(net, objective, start, 200)
+        binding = pattern._binding_faces(solution.region, solution.z)
+        test = pattern._FlipTest.of(net, solution.region, objective, solution.z, binding)
+        for face in binding:
+            unit = solution.region.face_units[face]
+            neighbour = pattern.region_of(net, pattern.flipped(solution.region.pattern,
+                                                               unit[None]))
+            jac, res0 = objective.measured(neighbour)
+            gradient = (2.0 * jac.T @ (jac @ solution.z + res0) / len(res0)
+                        + 2.0 * objective.prior * solution.z)
+            mine, rows = test.flipped_terms(unit)
+            scale = 1.0 + np.abs(gradient).max()
+            np.testing.assert_allclose(mine, gradient, rtol=0, atol=1e-10 * scale)
+            np.testing.assert_allclose(rows, neighbour.faces[binding], rtol=0, atol=1e-10 * (
+                1.0 + np.abs(neighbour.faces[binding]).max()))
+            checked += 1
+    assert checked > 200
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_realizable_data_are_recovered_optimally_on_an_expansive_net(activation):
     net = _net((10, 120, 300), activation, seed=5)
