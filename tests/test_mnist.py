@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -359,3 +360,24 @@ def test_grid_run_runs_the_registry_grids_methods_with_their_priors():
         experiments.grid_run("relu", "deblur")
     assert experiments.label("gd", 1e-3, 0.3) == "gd (prior 0.001)"
     assert experiments.label_method("pattern (MAP prior)") == "pattern"
+
+
+def test_pattern_trials_batched_per_mask_give_each_instance_its_answer_alone():
+    """`run_instances` runs 'pattern' on the instances sharing a mask in one call (timed as
+    the gradient methods are): each answer equals the instance's own call bitwise, also with
+    two masks in one batch, and the seconds are the call's share."""
+    net = mnist_generator("relu")
+    prior = experiments.prior_for(0.3)
+    noisy = experiments.make_instances(net, None, 3, variance=0.3, seed=4)
+    masked = experiments.make_instances(net, None, 2, variance=0.3, mask="random", seed=5)
+    instances = [replace(inst, index=i) for i, inst in enumerate([*noisy, *masked])]
+    run = experiments.run_instances(net, None, instances, ["pattern"], describe={
+        "task": "denoise"}, seed=0, prior=prior, progress=False)
+    for instance, row in zip(instances, run.rows, strict=True):
+        alone = experiments.invert_method(
+            experiments.masked_network(net, instance.keep),
+            instance.observation[instance.keep], "pattern", prior)
+        assert np.array_equal(run.estimates["pattern"][instance.index], net.forward(alone.z))
+        assert row["status"] == str(alone.status)
+    shares = [row["seconds"] for row in run.rows]
+    assert shares[0] == shares[1] == shares[2] and shares[3] != shares[0]

@@ -73,6 +73,13 @@ GRID_EXTRA = (("gd", True), ("pattern", False))
 trials carrying `prior` (issue 13: the pattern method beside gradient descent, same loss and
 prior; gd on the noise-free tasks with prior 0 is already among METHODS)."""
 SUPPORTED = (*METHODS, "pattern")
+BATCHED_METHODS = (*GRADIENT_METHODS, "pattern")
+"""The methods whose trials of one setting run as batches (`batch_key`): the gradient methods
+in one tensor, 'pattern' in one `invert` call per mask (`_estimate_pattern`). Decision: the
+pattern method is timed as gradient descent is (the batch's wall time / its size), not one
+call per instance, so that their ratio compares like with like; a sample's answer is the
+same as alone (bitwise: its random starts are those of a call on it alone, `sample_rngs`,
+and tests/test_mnist.py checks it)."""
 """What `denoise`, `inpaint` and `run_instances` take."""
 ORDER = SUPPORTED
 """The order of methods in tables and figures."""
@@ -251,6 +258,26 @@ def _estimate(method: str, net: Network, masked: Network, encoder: Encoder | Non
     return np.asarray(result.z, dtype=np.float64), str(result.status), seconds
 
 
+def _estimate_pattern(net: Network, instances: Sequence[Instance], prior: float
+                      ) -> list[tuple[np.ndarray, str, float]]:
+    """(z_hat, status, seconds) per instance of 'pattern': the instances that share a mask in
+    one `invert` call (BATCHED_METHODS), seconds = the call's wall time / its size."""
+    groups: dict[bytes, list[int]] = {}
+    for position, instance in enumerate(instances):
+        groups.setdefault(np.packbits(instance.keep).tobytes(), []).append(position)
+    out: dict[int, tuple[np.ndarray, str, float]] = {}
+    for members in groups.values():
+        keep = instances[members[0]].keep
+        x = np.stack([instances[b].observation[keep] for b in members])
+        started = time.perf_counter()
+        result = invert_method(masked_network(net, keep), x, "pattern", prior)
+        share = (time.perf_counter() - started) / len(members)
+        for row, b in enumerate(members):
+            out[b] = (np.asarray(result.z[row], dtype=np.float64), str(result.status[row]),
+                      share)
+    return [out[b] for b in range(len(instances))]
+
+
 def _objective(image: np.ndarray, instance: Instance, z: np.ndarray, prior: float) -> float:
     """mean over the seen pixels of (G(z) - x)^2 + prior ||z||^2: what the gradient methods
     and 'pattern' minimise."""
@@ -316,6 +343,9 @@ def run_instances(net: Network, encoder: Encoder | None, instances: Sequence[Ins
         for method in methods:
             if method in GRADIENT_METHODS:
                 batched[method] = _estimate_gradient(method, net, instances, prior)
+                bar.update(len(instances))
+            elif method == "pattern":
+                batched[method] = _estimate_pattern(net, instances, prior)
                 bar.update(len(instances))
         for position, instance in enumerate(instances):
             masked = masked_network(net, instance.keep)
@@ -683,8 +713,8 @@ def cost(params: dict[str, Any]) -> float:
 
 
 def batch_key(params: dict[str, Any]) -> tuple | None:
-    """Gradient-method trials that differ only in their instance run as one batch."""
-    if params["method"] not in GRADIENT_METHODS:
+    """Trials of a BATCHED_METHODS method that differ only in their instance: one batch."""
+    if params["method"] not in BATCHED_METHODS:
         return None
     return tuple(sorted((k, v) for k, v in params.items() if k != "instance"))
 
@@ -739,7 +769,8 @@ def run_trial(params: dict[str, Any], shared_objects: Any = None) -> dict[str, A
 
 def run_batch(batch: list[dict[str, Any]], shared_objects: Any = None) -> list[dict[str, Any]]:
     """Trials of one setting and method (instances differ) in one `run_instances` call:
-    the gradient methods run all of them in one tensor, the others one by one."""
+    the gradient methods run all of them in one tensor, 'pattern' in one call per mask, the
+    others one by one."""
     from layerinv._blas import one_torch_thread
 
     first = batch[0]
@@ -803,9 +834,10 @@ def summary(rows: list[dict[str, Any]], gradient_methods: Sequence[str] = GRADIE
               "prior: noise variance / 784; none on the noise-free tasks).")
     sizes = sorted({int(r["_batch"]) for r in rows if (r.get("_batch") or 1) > 1})
     if sizes:
-        table += (f"\n\nThe gradient methods ran in batches of {'/'.join(map(str, sizes))}"
-                  f" instances in one tensor: their seconds are the batch's gradient wall "
-                  f"time / its size (+ the instance's own LP time for lp+gd).")
+        table += (f"\n\nThe gradient methods and the pattern method ran in batches of "
+                  f"{'/'.join(map(str, sizes))} instances (gradient descent in one tensor, "
+                  f"pattern in one call per mask): their seconds are the batch's wall time / "
+                  f"its size (+ the instance's own LP time for lp+gd).")
     return table
 
 
