@@ -16,6 +16,10 @@ Parts (success rates beside times; ratios against gradient descent measured in t
            paper's denoising (Gaussian noise of variance 0.3, MAP prior) PSNR, pattern against
            gradient descent (same loss and prior). Targets: realizable >= 95 %, inpainting
            exact >= 90 %, denoising PSNR >= gd's at >= 10x less time.
+- grid:    the `conv` experiment's denoising cells (`layerinv reproduce conv`'s instances, z*
+           Gaussian and encoded real digits, --instances trials each) run as the experiment
+           runs them (gradient descent and pattern in its batches), with the report's verdict
+           line per source: median PSNR, objective no higher, the median-seconds ratio.
 - dcgan64: the classic 64 x 64 x 3 DCGAN (z = 100, random weights, BatchNorm folded):
            seconds and peak memory of the default `invert` on realizable data (target: under
            a minute, under 2 GB, 2 cores).
@@ -104,6 +108,28 @@ def shipped(count: int, rng: np.random.Generator) -> None:
           f"{gd[2]:.1f} s, pattern {pattern[2]:.1f} s ({gd[2] / pattern[2]:.1f}x faster)")
 
 
+def grid(count: int) -> None:
+    from layerinv.reproduction.experiments import conv
+
+    print(f"== conv experiment, denoising cells, {count} trials per source")
+    cells = [p for p in conv.grid(False, count)
+             if p["task"] == "denoise" and p["method"] in ("pattern", "gd")]
+    shared = conv.shared(False)
+    batches: dict[tuple, list[dict]] = {}
+    for params in cells:
+        batches.setdefault(conv.batch_key(params), []).append(params)
+    rows = []
+    for members in batches.values():
+        for i in range(0, len(members), conv.BATCH_SIZE):
+            chunk = members[i:i + conv.BATCH_SIZE]
+            rows += [{**a, **b} for a, b in zip(chunk, conv.run_batch(chunk, shared),
+                                                strict=True)]
+    for source in ("gaussian", "digit"):
+        mine = [r for r in rows if r["source"] == source and r["method"] == "pattern"]
+        gd = [r for r in rows if r["source"] == source and r["method"] == "gd"]
+        print(conv._denoise_clause(mine, gd, source))
+
+
 def dcgan64(count: int, rng: np.random.Generator) -> None:
     print("== classic 64 x 64 x 3 DCGAN (z 100), realizable, default invert")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -121,7 +147,7 @@ def dcgan64(count: int, rng: np.random.Generator) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=20)
-    parser.add_argument("--part", choices=("all", "random", "shipped", "dcgan64"),
+    parser.add_argument("--part", choices=("all", "random", "shipped", "grid", "dcgan64"),
                         default="all")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -130,6 +156,8 @@ def main() -> None:
         random_nets(args.instances, rng)
     if args.part in ("all", "shipped"):
         shipped(args.instances, rng)
+    if args.part in ("all", "grid"):
+        grid(args.instances)
     if args.part in ("all", "dcgan64"):
         dcgan64(min(args.instances, 3), rng)
 
