@@ -110,20 +110,16 @@ def shipped(count: int, rng: np.random.Generator) -> None:
 
 def grid(count: int) -> None:
     from layerinv.reproduction.experiments import conv
+    from layerinv.reproduction.run import make_units
 
     print(f"== conv experiment, denoising cells, {count} trials per source")
     cells = [p for p in conv.grid(False, count)
              if p["task"] == "denoise" and p["method"] in ("pattern", "gd")]
     shared = conv.shared(False)
-    batches: dict[tuple, list[dict]] = {}
-    for params in cells:
-        batches.setdefault(conv.batch_key(params), []).append(params)
     rows = []
-    for members in batches.values():
-        for i in range(0, len(members), conv.BATCH_SIZE):
-            chunk = members[i:i + conv.BATCH_SIZE]
-            rows += [{**a, **b} for a, b in zip(chunk, conv.run_batch(chunk, shared),
-                                                strict=True)]
+    for _, members in make_units([(conv.NAME, p) for p in cells], {conv.NAME: conv}):
+        rows += [{**a, **b} for a, b in zip(members, conv.run_batch(members, shared),
+                                            strict=True)]
     for source in ("gaussian", "digit"):
         mine = [r for r in rows if r["source"] == source and r["method"] == "pattern"]
         gd = [r for r in rows if r["source"] == source and r["method"] == "gd"]

@@ -61,7 +61,7 @@ from tqdm.auto import tqdm
 from layerinv._blas import single_threaded_blas
 from layerinv._layer_inversion import EXCURSION_FACTOR, LayerOptions
 from layerinv._validation import check_batch, check_choice, check_positive, sample_rngs
-from layerinv.activations import Activation
+from layerinv.activations import Activation, Kink
 from layerinv.convolution import Conv2dOperator
 from layerinv.errors import InputError
 from layerinv.network import Network
@@ -144,6 +144,11 @@ def _smooth_output(net: Network) -> Activation | None:
     return activation if activation.kink is None else None
 
 
+def _slopes(kink: Kink, on: np.ndarray | bool) -> np.ndarray:
+    """A piecewise-linear layer's slopes on a pattern: `above` where on, `below` where off."""
+    return np.where(on, kink.above, kink.below)
+
+
 def pattern_at(net: Network, z: np.ndarray) -> tuple[np.ndarray, ...]:
     """The activation pattern of z: per layer, which pre-activations are >= 0."""
     pattern, x = [], z[None, :]
@@ -179,7 +184,7 @@ def region_of(net: Network, pattern: Sequence[np.ndarray]) -> Region:
             bounds.append(-sign * pre)
             units.append(np.column_stack([np.full(layer.n_out, index),
                                           np.arange(layer.n_out)]))
-        slope = np.where(on, kink.above, kink.below)
+        slope = _slopes(kink, on)
         matrix, vector = slope[:, None] * jac, slope * pre
     return _region(pattern, matrix, vector, faces, bounds, units, k, None)
 
@@ -214,8 +219,7 @@ def flipped_region(net: Network, base: Region, pattern: tuple[np.ndarray, ...]) 
     def output_change(index: int, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         kink = net.layers[index].activation.kink
         return _changed_rows(new_forms[index], forms[index], moved,
-                             np.where(pattern[index], kink.above, kink.below),
-                             np.where(base.pattern[index], kink.above, kink.below))
+                             _slopes(kink, pattern[index]), _slopes(kink, base.pattern[index]))
 
     new_forms = [forms[0]]
     changed, delta = output_change(0, np.zeros(net.layers[0].n_out, dtype=bool))
@@ -234,7 +238,7 @@ def flipped_region(net: Network, base: Region, pattern: tuple[np.ndarray, ...]) 
         bounds.append(-sign * form[:, -1])
         units.append(np.column_stack([np.full(layer.n_out, index), np.arange(layer.n_out)]))
     kink = net.layers[last].activation.kink
-    slope = np.where(pattern[last], kink.above, kink.below)
+    slope = _slopes(kink, pattern[last])
     form = slope[:, None] * new_forms[last]
     return _region(pattern, form[:, :-1], form[:, -1], faces, bounds, units, net.input_dim,
                    None)
@@ -718,7 +722,7 @@ class _FlipTest:
         face = self.offsets[layer] + j
         on = bool(region.pattern[layer][j])
         kink = net.layers[layer].activation.kink
-        ds = (kink.below - kink.above) if on else (kink.above - kink.below)
+        ds = float(_slopes(kink, not on) - _slopes(kink, on))
         sign = -1.0 if on else 1.0
         q = ds * sign * region.faces[face]  # ds P_l[j]
         rows = region.faces[self.binding].copy()
@@ -733,10 +737,9 @@ class _FlipTest:
                 units = region.face_units[self.binding[here], 1]
                 face_sign = np.where(region.pattern[above][units], -1.0, 1.0)
                 rows[here] += (face_sign * pre[units])[:, None] * q[None, :]
-            kink_above = net.layers[above].activation.kink
-            response = (np.where(region.pattern[above], kink_above.above, kink_above.below)
+            response = (_slopes(net.layers[above].activation.kink, region.pattern[above])
                         * pre)[None, :]
-        out = response[0] if self.objective.rows is None else self.objective.rows @ response[0]
+        out = _observed(response, self.objective.rows)[0]
         # J' = J + out q; the residual at z is the same (z is on the face, u_j = 0).
         gradient = self.gradient + (2.0 / len(self.residual)) * q * float(out @ self.residual)
         return gradient, rows
@@ -919,13 +922,12 @@ class _ForwardState:
             x = layer.activation.forward(u)
             # A smooth output (check_pattern_network) is linearised: its slope is act'(u).
             slopes.append(layer.activation.derivative(u, x) if kink is None
-                          else np.where(u >= 0, kink.above, kink.below))
+                          else _slopes(kink, u >= 0))
         return cls(x, slopes)
 
     def values(self, objective: Objective, z: np.ndarray) -> np.ndarray:
         """The objective at the points z whose forward pass this is."""
-        out = self.output if objective.rows is None else self.output @ objective.rows.T
-        return objective.value(out - objective.target, z)
+        return objective.value(_observed(self.output, objective.rows) - objective.target, z)
 
     def at(self, index: np.ndarray) -> _ForwardState:
         return _ForwardState(self.output[index], [slope[index] for slope in self.slopes])
@@ -1282,7 +1284,11 @@ def _status(best: PatternSolution, cert: RegionCertificate, objective: Objective
 
 
 def _measured(net: Network, z: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
-    out = net.forward(z)
+    return _observed(net.forward(z), rows)
+
+
+def _observed(out: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    """Network outputs (S, n_out) as measured: A G(z) for rows A (m, n_out), else G(z)."""
     return out if rows is None else out @ rows.T
 
 
