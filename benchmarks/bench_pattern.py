@@ -94,13 +94,15 @@ def narrow(count: int, rng: np.random.Generator) -> None:
         print(f"{name:<18} full rank at z*: {full:.2f}   recovered: " + ", ".join(rows))
 
 
-def mnist(count: int, rng: np.random.Generator, starts: int | None = None) -> None:
+def mnist(count: int, rng: np.random.Generator, starts: int | None = None,
+          hops: int | None = None) -> None:
     print(f"== MNIST, shipped ReLU decoder, Gaussian noise variance 0.3, prior {PRIOR:.2e}")
     net = pretrained.mnist_generator("relu")
     # PyTorch's import and first call (about 2 s) are not gradient descent's work: warm it.
     layerinv.reconstruct(net, net.forward(np.zeros(20)), measurements.Identity(), "gd",
                          progress=False, steps=2)
-    extra = {} if starts is None else {"starts": starts}
+    extra = {name: value for name, value in (("starts", starts), ("hops", hops))
+             if value is not None}
     sd = np.sqrt(0.3)
     held_out = pretrained.mnist_digits().images[:count]
     generated = net.forward(rng.normal(size=(count, 20)))
@@ -134,12 +136,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--starts", type=int, default=None,
                         help="mnist: the pattern method's starts (default: its own)")
+    parser.add_argument("--hops", type=int, default=None,
+                        help="mnist: the pattern method's hops (default: its own, none)")
     args = parser.parse_args()
     rng = np.random.default_rng([args.seed, 0x6270])  # "bp"
     for part, run in (("noisy", noisy), ("narrow", narrow), ("mnist", mnist)):
         if args.part in ("all", part):
             if part == "mnist":
-                mnist(args.instances, rng, args.starts)
+                mnist(args.instances, rng, args.starts, args.hops)
             else:
                 run(args.instances, rng)
 

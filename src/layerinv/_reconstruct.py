@@ -99,7 +99,8 @@ from layerinv.results import Inversion, Reconstruction, Status
 PGD_STATUSES = (Status.CONVERGED, Status.STALLED, Status.MAX_STEPS)
 PROJECTIONS = ("linf", "l1", "pattern")
 PATTERN_PROJECTION_STARTS = 2
-"""Random starts of a 'pattern' projection, beside z = 0."""
+"""Random starts of a 'pattern' projection, beside z = 0 (and no hops: a projection runs at
+every PGD step, where PGD's own steps do the exploring; its figures were measured so)."""
 METHODS = ("auto", *LP_METHODS, "lp+gd", "gd", "pgd", "pattern")
 ROUNDOFF = 1e-13
 """A measurement loss at or below this times ||y|| counts as an exact fit (stop)."""
@@ -304,8 +305,8 @@ class _Problem:
         if self.opts.projection == "pattern":
             # The l2 projection onto the range on activation regions (a local one, seeded;
             # no l_inf start: the LP at every step tripled the time, measured at m = 20).
-            return invert_pattern(self.net, v, starts=PATTERN_PROJECTION_STARTS, seed=0,
-                                  progress=False).z
+            return invert_pattern(self.net, v, starts=PATTERN_PROJECTION_STARTS, hops=0,
+                                  seed=0, progress=False).z
         # joint=False: a projection of a point off the range is expected not to be unique;
         # the joint solve would refit it on regions at every step (the polish does that once).
         return invert(self.net, v, self.opts.projection, certify=False, progress=False,

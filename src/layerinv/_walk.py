@@ -218,6 +218,7 @@ def _invert_on_patterns(net: Network, x: object, method: str, progress: bool | N
         group_options = dict(options)
         if method == "auto" and certified_unique:
             group_options.setdefault("starts", 0)
+            group_options.setdefault("hops", 0)
             group_options["polish"] = 1
         refined = invert_pattern(net, batch[index], noise=noise, rtol=rtol,
                                  start=z[index], progress=progress, **group_options)

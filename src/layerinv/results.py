@@ -145,6 +145,9 @@ class PatternReport:
     given start) where one of those already fitted exactly ('optimal')."""
     seconds: float
     message: str = ""
+    hops: int = 0
+    """The Gauss-Newton hops descended around the best start (`_pattern.HOPS`; 0 where a
+    start already fitted exactly or none were asked for)."""
 
 
 @dataclass
