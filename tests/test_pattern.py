@@ -455,3 +455,25 @@ def test_hops_lower_the_objective_on_the_shipped_decoder():
     after = np.array([report.objective for report in hopped.regions])
     assert np.sum(after < before * (1 - 1e-6)) >= 3
     assert np.all(after <= before * (1 + 1e-4))
+    # Where a hop made the answer, the sample alone draws the same hops (its own stream).
+    improved = np.flatnonzero(after < before * (1 - 1e-6))
+    last = improved[-1]
+    alone = pattern.invert_pattern(net, x[last], prior=prior, hops=8, seed=1, progress=False)
+    assert np.array_equal(alone.z, hopped.z[last])
+
+
+def test_hops_stay_bounded_on_a_rank_deficient_region():
+    """Prior 0 and a hidden layer narrower than k: H is singular, and HOP_FLOOR keeps the
+    draws along its flat directions within sqrt(f / m / (HOP_FLOOR max eig)) per axis."""
+    net = _net((6, 3, 40), seed=7)
+    rng = np.random.default_rng(7)
+    y = net.forward(rng.normal(size=(1, 6))) + 0.1 * rng.normal(size=(1, 40))
+    centre = rng.normal(size=(1, 6))
+    hessian, _ = pattern._normal_equations(net, pattern.Objective(y, "l2", 0.0), centre)
+    largest = np.linalg.eigvalsh(hessian[0])[-1]
+    value = np.array([0.5])
+    draws = pattern._hop_points(net, y, centre, value, 0.0, None,
+                                [np.random.default_rng(2)], 200)[0]
+    widest = np.sqrt(pattern.HOP_SCALE * value[0] / 40 / (pattern.HOP_FLOOR * largest))
+    assert np.all(np.isfinite(draws))
+    assert np.max(np.linalg.norm(draws - centre, axis=1)) <= 10 * widest

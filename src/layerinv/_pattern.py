@@ -23,11 +23,11 @@ Starts: the layer-wise l_inf answer where the caller has it, and seeded N(0, I) 
 prior of the generators this package ships); then, if asked for, hops: seeded draws around
 each sample's best Gauss-Newton answer from its Laplace approximation (`_hop_points`),
 descended in turn, which find deeper local minima next to it that more random starts rarely
-reach (HOPS: they lower the objective, not always the error). The best
-local optimum over all of them is returned with its region's identifiability certificate:
-sigma_min(A J_P) (full column rank means z is the unique point of its region with that
-output), and a bound on ||z - z*||_inf valid where z* lies in the same region:
-||A J_P (z - z*)||_inf <= eps + noise, so ||z - z*||_inf <= ||(A J_P)^+||_inf (eps + noise).
+reach (HOPS: they lower the objective, not always the error). The best local optimum over
+all of them is returned with its region's identifiability certificate: sigma_min(A J_P)
+(full column rank means z is the unique point of its region with that output), and a bound
+on ||z - z*||_inf valid where z* lies in the same region: ||A J_P (z - z*)||_inf <= eps +
+noise, so ||z - z*||_inf <= ||(A J_P)^+||_inf (eps + noise).
 
 Statuses (`results.Status`): OPTIMAL only where the objective is provably the global
 minimum (it is zero: the data are fitted to round-off, prior 0) and A J_P has full column
@@ -1207,9 +1207,12 @@ def _invert_batch(net: Network, batch: np.ndarray, single: bool, loss: str, prio
     if len(rest) and points.shape[1] > fixed:
         z_gn[rest, fixed:], values[rest, fixed:] = _descend(net, batch[rest],
                                                             points[rest, fixed:], prior, rows)
-    hopping = rest[~_looks_exact(values[rest], batch[rest], prior)] if hops else rest[:0]
-    if len(hopping):
-        z_gn, values = _hop(net, batch, z_gn, values, hopping, prior, rows, hops, seed)
+    hopped = np.zeros(len(batch), dtype=bool)
+    if hops and len(rest):
+        hopped[rest[~_looks_exact(values[rest], batch[rest], prior)]] = True
+    if hopped.any():
+        z_gn, values = _hop(net, batch, z_gn, values, np.flatnonzero(hopped), prior, rows,
+                            hops, seed)
     shared = (time.perf_counter() - began) / len(batch)
     for b in tqdm(rest, desc=f"invert (pattern, {loss})", unit="sample",
                   leave=False, disable=progress is False, delay=0.0 if progress else 2.0):
@@ -1219,7 +1222,7 @@ def _invert_batch(net: Network, batch: np.ndarray, single: bool, loss: str, prio
             candidates.append(extra[b])
         answers[b] = _best_of(net, objectives[b], candidates, max_regions, noise, rtol,
                               points.shape[1], shared + time.perf_counter() - sample_began,
-                              hops if b in hopping else 0)
+                              hops if hopped[b] else 0)
     z = np.array([answer[0] for answer in answers])
     reports = [answer[1] for answer in answers]
     statuses = [answer[2] for answer in answers]
@@ -1244,7 +1247,8 @@ def _hop(net: Network, batch: np.ndarray, z_gn: np.ndarray, values: np.ndarray,
          samples: np.ndarray, prior: float, rows: np.ndarray | None, hops: int,
          seed: object) -> tuple[np.ndarray, np.ndarray]:
     """Gauss-Newton from `hops` draws around the best answer of each of `samples`: the
-    answers (B, S + hops, k) and objectives (B, S + hops), NaN-free (other samples: inf)."""
+    answers (B, S + hops, k) and objectives (B, S + hops); the other samples' hop columns
+    are inf, so `_distinct` ranks them last."""
     best = np.argmin(values[samples], axis=1)
     centre, value = z_gn[samples, best], values[samples, best]
     rngs = sample_rngs(seed, len(batch), HOP_STREAM)
