@@ -113,14 +113,21 @@ def test_gauss_newton_equations_of_a_conv_network_are_those_of_its_dense_matrice
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
-def test_updated_jacobians_along_a_descent_are_the_fresh_ones():
+@pytest.mark.parametrize("output", ["tanh", "relu"])
+def test_updated_jacobians_along_a_descent_are_the_fresh_ones(output):
     """`_Tangents` updates each start's layer Jacobians through the units whose slope changed
     (and recomputes a layer where many did): along a sequence of small and large moves, its
-    output Jacobian equals the one built afresh at each point (`_live_jacobian`)."""
+    output Jacobian equals the one built afresh at each point (`_live_jacobian`). A smooth
+    output is kept and updated; a ReLU output is built from its live rows."""
+    from layerinv import Layer, Network
     from layerinv._pattern import _live_jacobian, _Tangents
 
     net = random_dcgan(8, (8, 4), 2, seed=0, output_channels=2)
+    if output == "relu":
+        net = Network([*net.layers[:-1], Layer(net.layers[-1].operator, net.layers[-1].bias,
+                                                "relu")])
     assert _Tangents.takes(net, 3)
+    assert _Tangents(net, 3).kept == len(net.layers) - (output == "relu")
     rng = np.random.default_rng(4)
     tangents = _Tangents(net, 3)
     z = rng.standard_normal((3, 8))

@@ -189,15 +189,28 @@ class Conv2dOperator(LinearOperator):
         is the nonzeros of those columns, where `matmat` pays for every column. A derived
         copy of the kernel, so the operator's meaning never changes; the sums run in another
         order than `matmat`'s (round-off apart)."""
-        matrix = self.__dict__.get("_csc")
+        return np.asarray(self._cached("_csc")[:, index] @ values)
+
+    def rows_product(self, index: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """W[index, :] @ values (len(index), c) for integer row indices `index` and values
+        (n_in, c): the rows' product, from the operator's CSR matrix (built on first use and
+        kept, not pickled; its cost the nonzeros of those rows)."""
+        return np.asarray(self._cached("_csr")[index] @ values)
+
+    def _cached(self, name: str) -> scipy.sparse.csr_array | scipy.sparse.csc_array:
+        """The operator as a sparse matrix, "_csr" or "_csc": a derived copy of the kernel,
+        so the operator's meaning never changes."""
+        matrix = self.__dict__.get(name)
         if matrix is None:
-            matrix = self._csr_rows(np.arange(self.n_out)).tocsc()
-            self.__dict__["_csc"] = matrix
-        return np.asarray(matrix[:, index] @ values)
+            matrix = self._csr_rows(np.arange(self.n_out))
+            matrix = matrix.tocsc() if name == "_csc" else matrix
+            self.__dict__[name] = matrix
+        return matrix
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.pop("_csc", None)  # a cache, rebuilt on demand
+        for cache in ("_csc", "_csr"):  # rebuilt on demand
+            state.pop(cache, None)
         return state
 
     # ------------------------------------------------------------------ rows
