@@ -147,6 +147,40 @@ def test_updated_jacobians_along_a_descent_are_the_fresh_ones(output):
                                        atol=1e-12 * np.abs(fresh).max())
 
 
+def test_starts_beyond_the_tangent_budget_descend_in_groups_that_fit(monkeypatch):
+    """More starts than TANGENT_BUDGET holds descend in groups that fit it (each group keeps
+    its tangents), not all at once through `_live_jacobian`: the answers are each start's
+    own, as if it descended alone."""
+    from layerinv import _pattern
+    from layerinv._pattern import Objective, _Tangents, gauss_newton
+
+    net = random_dcgan(8, (8, 4), 2, seed=0)
+    rng = np.random.default_rng(3)
+    targets = net.forward(rng.standard_normal((5, 8))) + 0.1 * rng.standard_normal(
+        (5, net.output_dim))
+    starts = rng.standard_normal((5, 8))
+    alone = [gauss_newton(net, Objective(targets[s], "l2", 1e-3), starts[s:s + 1])
+             for s in range(5)]
+    per_start = 8 * sum(layer.n_out for layer in net.layers[:_Tangents._kept(net)])
+    room = _Tangents.most_starts(net)  # (budget - fixed) // per_start
+    monkeypatch.setattr(_pattern, "TANGENT_BUDGET",
+                        _pattern.TANGENT_BUDGET - (room - 2) * per_start)
+    assert _Tangents.most_starts(net) == 2
+    counts = []
+    built = _Tangents.__init__
+
+    def counted(self, net, count):
+        counts.append(count)
+        built(self, net, count)
+
+    monkeypatch.setattr(_Tangents, "__init__", counted)
+    z, values = gauss_newton(net, Objective(targets, "l2", 1e-3), starts)
+    assert counts and max(counts) <= 2 and sum(counts) == 5
+    for s in range(5):
+        np.testing.assert_allclose(z[s], alone[s][0][0], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(values[s], alone[s][1][0], rtol=1e-12)
+
+
 @pytest.mark.parametrize("output", ["tanh", "relu"])
 def test_a_region_built_from_a_nearby_one_is_the_fresh_region(output):
     """`flipped_region` (the local search's trials, the form updated through the flipped

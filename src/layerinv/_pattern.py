@@ -859,7 +859,16 @@ def gauss_newton(net: Network, objective: Objective, starts: np.ndarray,
     on the true, piecewise objective.
 
     Returns (z (S, k), objectives (S,)). Not certified: `local_search` polishes.
+    Where the starts' tangents (`_Tangents`) would not fit TANGENT_BUDGET together but do in
+    smaller groups, the starts descend group by group (each start's descent is its own).
     """
+    group = _Tangents.most_starts(net)
+    if 0 < group < len(starts):
+        parts = [gauss_newton(net, objective.at(index), starts[index], max_steps)
+                 for index in np.array_split(np.arange(len(starts)),
+                                             -(-len(starts) // group))]
+        return (np.concatenate([part[0] for part in parts]),
+                np.concatenate([part[1] for part in parts]))
     z = np.array(starts, dtype=np.float64, copy=True)
     # Each start's forward pass (output, slopes) is kept from the line search that accepted
     # its point: the next step's normal equations read it instead of passing forward again.
@@ -1070,16 +1079,24 @@ class _Tangents:
 
     @staticmethod
     def takes(net: Network, count: int) -> bool:
+        return count <= _Tangents.most_starts(net)
+
+    @staticmethod
+    def most_starts(net: Network) -> int:
+        """The most starts whose tangents fit TANGENT_BUDGET: -1 where the network is not
+        one whose layers after the first are all convolutions, or where their sparse copies
+        alone exceed it; 0 where no start's fits beside them."""
         operators = [layer.operator for layer in net.layers]
         if len(operators) < 2 or not all(isinstance(op, Conv2dOperator)
                                          for op in operators[1:]):
-            return False
-        kept = _Tangents._kept(net)
-        numbers = count * net.input_dim * sum(op.n_out for op in operators[:kept])
+            return -1
         # each convolution's CSC copy (values and row indices), and the output's CSR copy
-        numbers += sum(2 * op.n_out * op.kernel[0].size for op in [*operators[1:],
-                                                                    operators[-1]])
-        return numbers <= TANGENT_BUDGET
+        fixed = sum(2 * op.n_out * op.kernel[0].size for op in [*operators[1:],
+                                                                 operators[-1]])
+        if fixed > TANGENT_BUDGET:
+            return -1
+        per_start = net.input_dim * sum(op.n_out for op in operators[:_Tangents._kept(net)])
+        return (TANGENT_BUDGET - fixed) // per_start
 
     def output_jacobian(self, start: int, slopes: list[np.ndarray], live: np.ndarray
                         ) -> np.ndarray:
