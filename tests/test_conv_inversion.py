@@ -181,6 +181,32 @@ def test_starts_beyond_the_tangent_budget_descend_in_groups_that_fit(monkeypatch
         np.testing.assert_allclose(values[s], alone[s][1][0], rtol=1e-12)
 
 
+def test_a_conv_network_polishes_its_best_answer_and_a_dense_one_its_best_three(monkeypatch):
+    """The local search runs from POLISHED_CONV (1) Gauss-Newton answer per noisy sample on a
+    network with a convolution, from POLISHED (3) distinct ones on a dense network, and from
+    as many as `polish` says where given."""
+    from layerinv import _pattern
+
+    calls = []
+    searched = _pattern.local_search
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return searched(*args, **kwargs)
+
+    monkeypatch.setattr(_pattern, "local_search", counted)
+    rng = np.random.default_rng(2)
+    conv = random_dcgan(8, (8, 4), 2, seed=0)
+    dense = random_network([8, 40, 120], seed=0)
+    for net, polish, expected in ((conv, None, _pattern.POLISHED_CONV),
+                                  (dense, None, _pattern.POLISHED), (conv, 2, 2)):
+        x = net.forward(rng.standard_normal(8)) + 0.3 * rng.standard_normal(net.output_dim)
+        calls.clear()
+        _pattern.invert_pattern(net, x, prior=1e-3, polish=polish, progress=False)
+        assert len(calls) == expected
+    assert (_pattern.POLISHED_CONV, _pattern.POLISHED) == (1, 3)
+
+
 @pytest.mark.parametrize("output", ["tanh", "relu"])
 def test_a_region_built_from_a_nearby_one_is_the_fresh_region(output):
     """`flipped_region` (the local search's trials, the form updated through the flipped
