@@ -163,38 +163,30 @@ def test_pickling_keeps_kernel_and_geometry():
     assert np.array_equal(back.apply(x), op.apply(x))
 
 
+@pytest.mark.parametrize("product", ["columns", "rows"])
 @settings(max_examples=40, deadline=None)
-@given(_convolutions())
-def test_columns_product_is_the_product_with_those_columns(case):
-    """W[:, index] @ values from the cached sparse matrix, against the operator's own dense
-    rows; the cache is not pickled and the pickled operator rebuilds it."""
+@given(case=_convolutions())
+def test_a_sparse_product_is_the_product_with_those_columns_or_rows(product, case):
+    """W[:, index] @ values (`columns_product`, from the cached CSC matrix) against the
+    operator's own dense rows, and W[index, :] @ values (`rows_product`, from the cached CSR
+    matrix) against its `matmat`; neither cache is pickled, and the pickled operator
+    rebuilds it."""
     op, rng = case
-    index = np.flatnonzero(rng.random(op.n_in) < 0.5)
-    values = rng.normal(size=(len(index), 3))
-    expected = op.rows()[:, index] @ values
-    np.testing.assert_allclose(op.columns_product(index, values), expected, rtol=1e-12,
-                               atol=1e-12)
-    back = pickle.loads(pickle.dumps(op))
-    assert "_csc" not in back.__dict__
-    np.testing.assert_allclose(back.columns_product(index, values), expected, rtol=1e-12,
-                               atol=1e-12)
-
-
-@settings(max_examples=40, deadline=None)
-@given(_convolutions())
-def test_rows_product_is_the_product_of_those_rows(case):
-    """W[index, :] @ values from the cached CSR matrix, against the operator's own product
-    (`matmat`); the cache is not pickled and the pickled operator rebuilds it."""
-    op, rng = case
-    index = np.flatnonzero(rng.random(op.n_out) < 0.5)
-    values = rng.normal(size=(op.n_in, 3))
-    expected = op.matmat(values)[index]
-    np.testing.assert_allclose(op.rows_product(index, values), expected, rtol=1e-12,
-                               atol=1e-12)
-    back = pickle.loads(pickle.dumps(op))
-    assert "_csr" not in back.__dict__
-    np.testing.assert_allclose(back.rows_product(index, values), expected, rtol=1e-12,
-                               atol=1e-12)
+    if product == "columns":
+        index = np.flatnonzero(rng.random(op.n_in) < 0.5)
+        values = rng.normal(size=(len(index), 3))
+        expected, cache = op.rows()[:, index] @ values, "_csc"
+    else:
+        index = np.flatnonzero(rng.random(op.n_out) < 0.5)
+        values = rng.normal(size=(op.n_in, 3))
+        expected, cache = op.matmat(values)[index], "_csr"
+    np.testing.assert_allclose(getattr(op, f"{product}_product")(index, values), expected,
+                               rtol=1e-12, atol=1e-12)
+    assert cache in op.__dict__
+    back = pickle.loads(pickle.dumps(op))  # pickled with its cache built
+    assert cache not in back.__dict__
+    np.testing.assert_allclose(getattr(back, f"{product}_product")(index, values), expected,
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_a_dcgan_layer_stays_matrix_free():
