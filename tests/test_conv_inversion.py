@@ -181,6 +181,28 @@ def test_starts_beyond_the_tangent_budget_descend_in_groups_that_fit(monkeypatch
         np.testing.assert_allclose(values[s], alone[s][1][0], rtol=1e-12)
 
 
+def test_a_network_whose_sparse_copies_exceed_the_tangent_budget_keeps_none(monkeypatch):
+    """Where the convolutions' sparse copies alone exceed TANGENT_BUDGET (the memory bound
+    that keeps the 64 x 64 x 3 DCGAN within 2 GB), no start keeps tangents: Gauss-Newton
+    builds none and still descends (through `_live_jacobian`)."""
+    from layerinv import _pattern
+    from layerinv._pattern import Objective, _Tangents, gauss_newton
+
+    net = random_dcgan(8, (8, 4), 2, seed=0)
+    monkeypatch.setattr(_pattern, "TANGENT_BUDGET", 10)
+    assert _Tangents.most_starts(net) < 0 and not _Tangents.takes(net, 0)
+    built = []
+    monkeypatch.setattr(_Tangents, "__init__", lambda self, net, count: built.append(count))
+    rng = np.random.default_rng(5)
+    target = net.forward(rng.standard_normal((3, 8)))
+    starts = rng.standard_normal((3, 8))
+    objective = Objective(target, "l2", 1e-3)
+    _, values = gauss_newton(net, objective, starts)
+    assert not built
+    before = objective.value(net.forward(starts) - target, starts)
+    assert np.all(values < before)
+
+
 def test_a_conv_network_polishes_its_best_answer_and_a_dense_one_its_best_three(monkeypatch):
     """The local search runs from POLISHED_CONV (1) Gauss-Newton answer per noisy sample on a
     network with a convolution, from POLISHED (3) distinct ones on a dense network, and from

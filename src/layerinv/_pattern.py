@@ -1083,9 +1083,9 @@ class _Tangents:
 
     @staticmethod
     def most_starts(net: Network) -> int:
-        """The most starts whose tangents fit TANGENT_BUDGET: -1 where the network is not
-        one whose layers after the first are all convolutions, or where their sparse copies
-        alone exceed it; 0 where no start's fits beside them."""
+        """The most starts whose tangents fit TANGENT_BUDGET: 0 where no start's fits beside
+        the sparse copies; negative where those alone exceed it, or where the network is not
+        one whose layers after the first are all convolutions."""
         operators = [layer.operator for layer in net.layers]
         if len(operators) < 2 or not all(isinstance(op, Conv2dOperator)
                                          for op in operators[1:]):
@@ -1093,8 +1093,6 @@ class _Tangents:
         # each convolution's CSC copy (values and row indices), and the output's CSR copy
         fixed = sum(2 * op.n_out * op.kernel[0].size for op in [*operators[1:],
                                                                  operators[-1]])
-        if fixed > TANGENT_BUDGET:
-            return -1
         per_start = net.input_dim * sum(op.n_out for op in operators[:_Tangents._kept(net)])
         return (TANGENT_BUDGET - fixed) // per_start
 
