@@ -28,6 +28,7 @@ import numbers
 import numpy as np
 import scipy.sparse
 
+from layerinv._sparse_picks import picked_product
 from layerinv._validation import as_float_array, check_finite
 from layerinv.errors import InputError
 from layerinv.operators import LinearOperator, row_indices
@@ -189,13 +190,13 @@ class Conv2dOperator(LinearOperator):
         is the nonzeros of those columns, where `matmat` pays for every column. A derived
         copy of the kernel, so the operator's meaning never changes; the sums run in another
         order than `matmat`'s (round-off apart)."""
-        return np.asarray(self._cached("_csc")[:, index] @ values)
+        return picked_product(self._cached("_csc"), index, values)
 
     def rows_product(self, index: np.ndarray, values: np.ndarray) -> np.ndarray:
         """W[index, :] @ values (len(index), c) for integer row indices `index` and values
         (n_in, c): the rows' product, from the operator's CSR matrix (built on first use and
         kept, not pickled; its cost the nonzeros of those rows)."""
-        return np.asarray(self._cached("_csr")[index] @ values)
+        return picked_product(self._cached("_csr"), index, values)
 
     def _cached(self, name: str) -> scipy.sparse.csr_array | scipy.sparse.csc_array:
         """The operator as a sparse matrix, "_csr" or "_csc": a derived copy of the kernel,
