@@ -25,7 +25,7 @@ LAYERS: dict[str, int] = {
     "cli": 4,           # the command line
     "facade": 5,        # the package root and `python -m layerinv`
 }
-BASE = {"errors", "_validation", "_blas", "_linalg", "_processes", "_version"}
+BASE = {"errors", "_validation", "_blas", "_linalg", "_sparse_picks", "_processes", "_version"}
 APPLICATIONS = {"measurements", "_reconstruct", "exact", "pretrained", "datasets", "vnnlib"}
 
 
