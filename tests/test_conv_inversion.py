@@ -22,8 +22,10 @@ def _jacobian_rank_full(net, z: np.ndarray) -> bool:
     """Full column rank of dG/dz at z, by PyTorch's autograd on net.to_torch() in float64:
     independent of the pattern code's own region Jacobian."""
     module = net.to_torch(dtype=torch.float64)
+    # Forward mode, vectorised: 16 latent directions instead of one backward pass per output.
     jac = torch.autograd.functional.jacobian(
-        lambda v: module(v[None])[0], torch.tensor(z)).numpy()
+        lambda v: module(v[None])[0], torch.tensor(z), vectorize=True,
+        strategy="forward-mode").detach().numpy()
     singular = np.linalg.svd(jac, compute_uv=False)
     return bool(singular[-1] > 1e-10 * singular[0])
 
